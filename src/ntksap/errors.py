@@ -1,0 +1,45 @@
+"""Exceptions that name the problem and the fix. All derive from ValueError."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class NtksapError(ValueError):
+    """Base class of the project's input errors."""
+
+
+class UnknownNameError(NtksapError, KeyError):
+    """An unknown method, model, preset... : lists the known names."""
+
+    def __init__(self, kind: str, name: str, known: Iterable[str]) -> None:
+        self.kind, self.name = kind, name
+        names = ", ".join(sorted(known))
+        super().__init__(f"unknown {kind} {name!r}; choose one of: {names}")
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class NoPrunableLayersError(NtksapError):
+    pass
+
+
+class InputShapeError(NtksapError):
+    pass
+
+
+class NonFiniteScoreError(NtksapError, FloatingPointError):
+    pass
+
+
+class MaskMismatchError(NtksapError):
+    pass
+
+
+class MissingDataError(NtksapError):
+    pass
+
+
+class LayerCollapseError(NtksapError):
+    pass

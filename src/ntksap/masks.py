@@ -1,0 +1,277 @@
+"""Binary weight masks on any ``nn.Module``, applied with ``torch.nn.utils.parametrize``.
+
+A :class:`Masks` maps a layer's module name (``"layer1.0.conv1"``) to a boolean tensor shaped
+like that layer's ``weight`` (True = kept). ``masks.apply(model)`` registers a parametrization
+so that ``module.weight`` is ``original * mask``: the stored weights of pruned entries are set
+to zero once and their gradient is zero from then on, so they stay exactly zero through SGD
+(momentum, Nesterov, weight decay), AdamW, deepcopy and ``state_dict`` round trips. Any model
+works unmodified: torchvision, timm, or your own.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from .errors import MaskMismatchError, NoPrunableLayersError
+
+PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+LayerFilter = Callable[[str, nn.Module], bool]
+FILE_FORMAT = "ntksap-masks/1"
+
+
+def exclude_layers(*patterns: str) -> LayerFilter:
+    """A layer filter that leaves out layers whose name matches any glob pattern."""
+    return lambda name, module: not any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def prunable_layers(model: nn.Module, layer_filter: LayerFilter | None = None
+                    ) -> dict[str, nn.Module]:
+    """The prunable layers of ``model`` in module order: every Conv1d/2d/3d and Linear weight
+    (reference section 1), minus those ``layer_filter`` rejects."""
+    layers = {
+        name: module for name, module in model.named_modules()
+        if isinstance(module, PRUNABLE_TYPES) and (layer_filter is None or layer_filter(name, module))
+    }
+    if not layers:
+        raise NoPrunableLayersError(
+            f"{type(model).__name__} has no prunable layers (Conv1d/2d/3d or Linear weights"
+            + (" passing the layer filter" if layer_filter else "")
+            + "); prune a model that has some, or loosen the layer filter"
+        )
+    return layers
+
+
+class WeightMask(nn.Module):
+    """Parametrization ``weight -> weight * mask``; the mask is a buffer in the weight's dtype."""
+
+    def __init__(self, mask: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mask", mask)
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight * self.mask
+
+
+def _weight_mask(module: nn.Module) -> WeightMask | None:
+    if not parametrize.is_parametrized(module, "weight"):
+        return None
+    for p in module.parametrizations["weight"]:
+        if isinstance(p, WeightMask):
+            return p
+    return None
+
+
+def raw_weight(module: nn.Module) -> torch.Tensor:
+    """The stored weight parameter (``original`` under a parametrization)."""
+    if parametrize.is_parametrized(module, "weight"):
+        return module.parametrizations["weight"].original
+    return module.weight
+
+
+class Masks(Mapping[str, torch.Tensor]):
+    """Boolean masks by layer name, with density reports, save/load, apply and export."""
+
+    def __init__(self, masks: Mapping[str, torch.Tensor], meta: dict[str, Any] | None = None):
+        self._masks = {name: m.detach().to(torch.bool) for name, m in masks.items()}
+        self.meta: dict[str, Any] = dict(meta or {})
+
+    # Mapping protocol
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self._masks[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._masks)
+
+    def __len__(self) -> int:
+        return len(self._masks)
+
+    def __repr__(self) -> str:
+        return (f"Masks({len(self)} layers, {self.remaining}/{self.total} kept, "
+                f"sparsity {self.sparsity:.4f})")
+
+    @classmethod
+    def ones(cls, model: nn.Module, layer_filter: LayerFilter | None = None) -> Masks:
+        """All-kept masks for the prunable layers of ``model`` (or its current masks)."""
+        masks = {}
+        for name, module in prunable_layers(model, layer_filter).items():
+            current = _weight_mask(module)
+            weight = raw_weight(module)
+            masks[name] = (current.mask.bool() if current is not None
+                           else torch.ones_like(weight, dtype=torch.bool))
+        return cls(masks)
+
+    # Reports
+    @property
+    def total(self) -> int:
+        return sum(m.numel() for m in self._masks.values())
+
+    @property
+    def remaining(self) -> int:
+        return sum(int(m.sum()) for m in self._masks.values())
+
+    @property
+    def density(self) -> float:
+        return self.remaining / self.total
+
+    @property
+    def sparsity(self) -> float:
+        return 1.0 - self.density
+
+    def layers(self) -> list[dict[str, Any]]:
+        """Per-layer report in module order: name, shape, total, remaining, density."""
+        rows = []
+        for name, m in self._masks.items():
+            kept = int(m.sum())
+            rows.append({"name": name, "shape": list(m.shape), "total": m.numel(),
+                         "remaining": kept, "density": kept / m.numel()})
+        return rows
+
+    def table(self) -> str:
+        """The per-layer density table and the total, as text."""
+        rows = self.layers()
+        width = max(12, *(len(r["name"]) for r in rows))
+        lines = [f"{'layer':<{width}}  {'shape':<18} {'kept':>10} {'total':>10} {'density':>8}"]
+        for r in rows:
+            shape = "x".join(map(str, r["shape"]))
+            lines.append(f"{r['name']:<{width}}  {shape:<18} {r['remaining']:>10} "
+                         f"{r['total']:>10} {r['density']:>8.4f}")
+        lines.append(f"{'total':<{width}}  {'':<18} {self.remaining:>10} {self.total:>10} "
+                     f"{self.density:>8.4f}")
+        return "\n".join(lines)
+
+    # Checks, apply, remove, export
+    def check(self, model: nn.Module) -> None:
+        """Raise :class:`MaskMismatchError` unless every mask names a layer of ``model`` with the
+        same weight shape."""
+        modules = dict(model.named_modules())
+        problems = []
+        for name, m in self._masks.items():
+            module = modules.get(name)
+            if module is None or not isinstance(module, PRUNABLE_TYPES):
+                problems.append(f"no prunable layer {name!r} in the model")
+            elif tuple(raw_weight(module).shape) != tuple(m.shape):
+                problems.append(f"layer {name!r} has weight shape "
+                                f"{tuple(raw_weight(module).shape)}, mask has {tuple(m.shape)}")
+        if problems:
+            made_for = self.meta.get("model")
+            origin = f" (the masks were made for model {made_for!r})" if made_for else ""
+            shown = "; ".join(problems[:5]) + ("; ..." if len(problems) > 5 else "")
+            raise MaskMismatchError(
+                f"masks do not match {type(model).__name__}{origin}: {shown}. "
+                "Load masks made for this model definition (same architecture and num_classes)"
+            )
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        """Mask ``model`` in place (registering or updating a parametrization per layer), zero
+        the stored weights of pruned entries, and return the model."""
+        self.check(model)
+        modules = dict(model.named_modules())
+        with torch.no_grad():
+            for name, m in self._masks.items():
+                module = modules[name]
+                weight = raw_weight(module)
+                mask = m.to(device=weight.device, dtype=weight.dtype)
+                existing = _weight_mask(module)
+                if existing is None:
+                    parametrize.register_parametrization(module, "weight", WeightMask(mask),
+                                                         unsafe=True)
+                else:
+                    existing.mask.copy_(mask)
+                raw_weight(module).mul_(mask)
+        return model
+
+    @staticmethod
+    def remove(model: nn.Module) -> nn.Module:
+        """Remove the mask parametrizations, leaving the masked weights as plain parameters."""
+        for module in model.modules():
+            if _weight_mask(module) is not None:
+                parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+        return model
+
+    @staticmethod
+    def export_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+        """A plain state dict with the masks baked into the weights, loadable into the original
+        (unmasked) model definition. ``model`` is left as it is."""
+        rename = {}
+        for name, module in model.named_modules():
+            if _weight_mask(module) is not None:
+                prefix = f"{name}." if name else ""
+                rename[f"{prefix}parametrizations.weight.original"] = (f"{prefix}weight", module)
+        state = {}
+        for key, value in model.state_dict().items():
+            if key in rename:
+                new_key, module = rename[key]
+                state[new_key] = module.weight.detach().clone()
+            elif ".parametrizations.weight." in f".{key}":
+                continue  # the mask buffer itself
+            else:
+                state[key] = value
+        return state
+
+    def shuffled(self, generator: torch.Generator) -> Masks:
+        """Layerwise shuffle (sanity check): each layer keeps its count, positions are permuted."""
+        out = {}
+        for name, m in self._masks.items():
+            flat = m.flatten()
+            perm = torch.randperm(flat.numel(), generator=generator)
+            out[name] = flat[perm].view_as(m)
+        return Masks(out, {**self.meta, "shuffled": True})
+
+    # Files
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the masks and their metadata to one file, atomically."""
+        payload = {"format": FILE_FORMAT, "meta": self.meta,
+                   "shapes": {n: list(m.shape) for n, m in self._masks.items()},
+                   "masks": {n: m.cpu() for n, m in self._masks.items()}}
+        atomic_torch_save(payload, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, model: nn.Module | None = None) -> Masks:
+        """Read a mask file; with ``model``, check that it matches (names and shapes)."""
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"mask file {str(path)!r} does not exist")
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(payload, dict) or payload.get("format") != FILE_FORMAT:
+            raise MaskMismatchError(f"{str(path)!r} is not an ntksap mask file "
+                                    "(write one with `ntksap prune --out` or Masks.save)")
+        masks = cls(payload["masks"], payload.get("meta"))
+        if model is not None:
+            masks.check(model)
+        return masks
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temporary file in the same folder, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def measured_sparsity(model: nn.Module, layer_filter: LayerFilter | None = None) -> float:
+    """Fraction of exactly-zero entries in the (effective) prunable weights of ``model``."""
+    zeros = total = 0
+    with torch.no_grad():
+        for module in prunable_layers(model, layer_filter).values():
+            w = module.weight
+            zeros += int((w == 0).sum())
+            total += w.numel()
+    return zeros / total
