@@ -43,3 +43,11 @@ class MissingDataError(NtksapError):
 
 class LayerCollapseError(NtksapError):
     pass
+
+
+class ConfigError(NtksapError):
+    """An invalid configuration value (names the field and the allowed values)."""
+
+
+class CheckpointError(NtksapError):
+    """An unreadable or mismatched training checkpoint (names the file and the fix)."""

@@ -39,7 +39,8 @@ def prunable_layers(model: nn.Module, layer_filter: LayerFilter | None = None
     (reference section 1), minus those ``layer_filter`` rejects."""
     layers = {
         name: module for name, module in model.named_modules()
-        if isinstance(module, PRUNABLE_TYPES) and (layer_filter is None or layer_filter(name, module))
+        if isinstance(module, PRUNABLE_TYPES)
+        and (layer_filter is None or layer_filter(name, module))
     }
     if not layers:
         raise NoPrunableLayersError(
@@ -240,7 +241,12 @@ class Masks(Mapping[str, torch.Tensor]):
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"mask file {str(path)!r} does not exist")
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:
+            raise MaskMismatchError(f"cannot read {str(path)!r} as an ntksap mask file "
+                                    f"({type(err).__name__}); write one with `ntksap prune "
+                                    "--out` or Masks.save") from err
         if not isinstance(payload, dict) or payload.get("format") != FILE_FORMAT:
             raise MaskMismatchError(f"{str(path)!r} is not an ntksap mask file "
                                     "(write one with `ntksap prune --out` or Masks.save)")

@@ -42,7 +42,8 @@ def kaiming_init_(model: nn.Module, generator: torch.Generator | None = None) ->
                 if getattr(module, "bias", None) is not None:
                     module.bias.zero_()
             elif _owns_parameters(module) and hasattr(module, "reset_parameters"):
-                seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+                device = generator.device if generator is not None else None
+                seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=device))
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(seed)
                     module.reset_parameters()

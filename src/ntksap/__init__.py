@@ -1,0 +1,28 @@
+"""ntksap: prune any PyTorch model at initialization with NTK-SAP or its baselines.
+
+    masks = ntksap.prune(model, "ntksap", sparsity=0.9, input_shape=(3, 32, 32))
+    masks.apply(model)          # weight = original * mask, via torch parametrizations
+"""
+
+from __future__ import annotations
+
+from .engine import density_schedule, prune, score
+from .masks import Masks, exclude_layers, measured_sparsity, prunable_layers
+from .methods import METHODS, Method
+from .models import MODELS, build_model
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "METHODS",
+    "MODELS",
+    "Masks",
+    "Method",
+    "build_model",
+    "density_schedule",
+    "exclude_layers",
+    "measured_sparsity",
+    "prunable_layers",
+    "prune",
+    "score",
+]

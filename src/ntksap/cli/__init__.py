@@ -1,0 +1,30 @@
+"""The ``ntksap`` command: one subcommand per module of this package."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..errors import NtksapError
+from . import prune
+
+COMMANDS = {"prune": prune}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="ntksap", description="Prune neural networks at initialization (NTK-SAP and "
+        "baselines), train them, and look at their tangent kernels.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for module in COMMANDS.values():
+        module.add_parser(sub)
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command].run(args) or 0
+    except (NtksapError, FileNotFoundError) as err:
+        print(f"ntksap {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

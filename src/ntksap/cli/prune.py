@@ -1,0 +1,95 @@
+"""``ntksap prune``: prune a registered model and write its mask file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from ..engine import SCHEDULES, TRANSFORMS, prune
+from ..masks import exclude_layers
+from ..methods import METHODS
+from ..models import MODELS, build_model, model_spec
+from ..selection import SCOPES
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("prune", help="prune a model at initialization and save its masks",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", required=True, choices=sorted(MODELS), metavar="MODEL",
+                   help=f"model name: {', '.join(sorted(MODELS))}")
+    p.add_argument("--num-classes", type=int, default=10)
+    p.add_argument("--method", required=True, metavar="METHOD",
+                   help=f"pruning method: {', '.join(METHODS)}")
+    p.add_argument("--sparsity", type=float, required=True,
+                   help="fraction of prunable weights removed, in [0, 1)")
+    p.add_argument("--rounds", type=int, default=None,
+                   help="T, rounds of the schedule (default: the method's own)")
+    p.add_argument("--repeats", type=int, default=None, help="NTK-SAP: R draws per round")
+    p.add_argument("--eps", type=float, default=None,
+                   help="NTK-SAP: perturbation std (default 0.01)")
+    p.add_argument("--samples", type=int, default=None,
+                   help="NTK-SAP: Gaussian inputs per repeat (default 10 x classes)")
+    p.add_argument("--schedule", choices=SCHEDULES, default="exponential")
+    p.add_argument("--scope", choices=SCOPES, default="global")
+    p.add_argument("--transform", choices=TRANSFORMS, default=None,
+                   help="sanity check applied to the result")
+    p.add_argument("--exclude", action="append", default=[], metavar="GLOB",
+                   help="leave layers matching this name pattern dense (repeatable)")
+    p.add_argument("--forbid-layer-collapse", action="store_true",
+                   help="fail when a layer is left with no weight")
+    p.add_argument("--input-shape", type=int, nargs="+", default=None,
+                   help="one example's shape (default: the model's, e.g. 3 32 32)")
+    p.add_argument("--dataset", default=None,
+                   help="pruning set for the data-needing methods (e.g. cifar10)")
+    p.add_argument("--data-dir", default=None, help="where the dataset lies")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", default=None, help="mask file to write")
+    p.add_argument("--json", action="store_true", help="print one JSON object, no table")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    model = build_model(args.model, args.num_classes, seed=args.seed).to(args.device)
+    options = {k: v for k, v in (("repeats", args.repeats), ("eps", args.eps),
+                                 ("samples", args.samples)) if v is not None}
+    input_shape = tuple(args.input_shape or model_spec(args.model).input_shape)
+    data = _pruning_set(args) if args.dataset else None
+    start = time.perf_counter()
+    masks = prune(
+        model, args.method, args.sparsity, rounds=args.rounds, schedule=args.schedule,
+        scope=args.scope, input_shape=input_shape, data=data, seed=args.seed,
+        transform=args.transform,
+        layer_filter=exclude_layers(*args.exclude) if args.exclude else None,
+        allow_layer_collapse=not args.forbid_layer_collapse, device=args.device,
+        progress=not args.no_progress,
+        **options)
+    seconds = time.perf_counter() - start
+    masks.meta.update(model=args.model, num_classes=args.num_classes)
+    if args.out:
+        masks.save(args.out)
+    if args.json:
+        print(json.dumps({
+            "method": args.method, "model": args.model, "sparsity": args.sparsity,
+            "rounds": masks.meta["rounds"], "seed": args.seed, "total": masks.total,
+            "remaining": masks.remaining, "density": masks.density, "seconds": seconds,
+            "out": args.out, "collapsed_layers": masks.meta["collapsed_layers"],
+            "layers": [{"name": r["name"], "shape": r["shape"], "density": r["density"],
+                        "remaining": r["remaining"]} for r in masks.layers()],
+        }))
+    else:
+        print(masks.table())
+        print(f"\n{args.method}: kept {masks.remaining} of {masks.total} weights "
+              f"(sparsity {masks.sparsity:.4f}) in {seconds:.1f} s"
+              + (f"; masks written to {args.out}" if args.out else ""))
+    return 0
+
+
+def _pruning_set(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor]:
+    from ..data import load_dataset
+
+    bundle = load_dataset(args.dataset, args.data_dir)
+    return bundle.pruning_set(seed=args.seed)

@@ -1,0 +1,183 @@
+"""``load_dataset``: one entry point returning a :class:`DatasetBundle`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from ..errors import UnknownNameError
+from . import torchvision_format as tvf
+from .augment import RandomCropFlip, RandomResizedCropFlip
+from .decode import decode_one
+from .errors import DatasetNotFoundError
+from .loader import Augment, TensorLoader
+from .pruning import pruning_set
+from .resolve import Source, locate
+from .stats import NORMALIZATION
+from .streaming import StreamLoader, folder_datasets
+from .tensors import ImageTensors, images_from_tree
+from .tree import FileTree, open_tree
+
+DATASETS = ("cifar10", "cifar100", "tinyimagenet", "imagenet", "mnist", "folder")
+NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "tinyimagenet": 200, "mnist": 10}
+SMALL_MAX = 64  # images up to this size are held in memory as one tensor
+Loader = TensorLoader | StreamLoader
+
+
+@dataclass
+class DatasetBundle:
+    """A dataset's metadata, its splits, and factories for its loaders and pruning set.
+
+    Small images: ``train``/``test`` are :class:`ImageTensors` served by :class:`TensorLoader`
+    (batched augmentation on the device). Large images: ImageFolders served by a DataLoader.
+    """
+
+    name: str
+    classes: list[str]
+    input_shape: tuple[int, int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    train: ImageTensors | Dataset
+    test: ImageTensors | Dataset
+    source: Path
+    augment: Augment | None = None
+    prune_data: ImageTensors | Dataset | None = None
+    _moved: dict[tuple[str, str], ImageTensors] = field(default_factory=dict, repr=False)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def in_memory(self) -> bool:
+        return isinstance(self.train, ImageTensors)
+
+    def _on(self, split: str, device: torch.device | str) -> ImageTensors:
+        key = (split, str(torch.device(device)))
+        if key not in self._moved:  # one copy per device, shared by all loaders
+            self._moved[key] = getattr(self, split).to(device)
+        return self._moved[key]
+
+    def train_loader(self, batch_size: int, device: torch.device | str = "cpu", seed: int = 0,
+                     *, rank: int = 0, world_size: int = 1, drop_last: bool = True,
+                     augment: bool = True, channels_last: bool = False,
+                     subset: int | None = None, balanced_subset: bool = False,
+                     workers: int | None = None) -> Loader:
+        """Shuffled, augmented training batches; call ``set_epoch(epoch)`` when resuming."""
+        common = dict(device=device, shuffle=True, seed=seed, drop_last=drop_last,
+                      channels_last=channels_last, rank=rank, world_size=world_size,
+                      subset=subset, balanced_subset=balanced_subset)
+        if self.in_memory:
+            return TensorLoader(self._on("train", device), batch_size,
+                                augment=self.augment if augment else None, **common)
+        data = self.train if augment else self.prune_data
+        return StreamLoader(data, batch_size, workers=workers, num_classes=self.num_classes,
+                            **common)
+
+    def test_loader(self, batch_size: int, device: torch.device | str = "cpu", *,
+                    rank: int = 0, world_size: int = 1, channels_last: bool = False,
+                    workers: int | None = None) -> Loader:
+        """Test batches in order, no augmentation; ranks get disjoint interleaved shards."""
+        common = dict(device=device, channels_last=channels_last, rank=rank,
+                      world_size=world_size)
+        if self.in_memory:
+            return TensorLoader(self._on("test", device), batch_size, **common)
+        return StreamLoader(self.test, batch_size, workers=workers, **common)
+
+    def pruning_set(self, per_class: int = 10, seed: int = 0,
+                    device: torch.device | str = "cpu", workers: int | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``per_class x num_classes`` training examples, class-balanced, not augmented."""
+        data = self.train if self.prune_data is None else self.prune_data
+        return pruning_set(data, per_class, seed, num_classes=self.num_classes, device=device,
+                           workers=workers)
+
+
+def _augment(kind: str, name: str, size: tuple[int, int], padding: int) -> Augment | None:
+    if kind == "auto":
+        kind = ("none" if name == "mnist" else
+                "crop" if max(size) <= 32 or size[0] != size[1] else "resized_crop")
+    choices: dict[str, Augment | None] = {
+        "none": None, "crop": RandomCropFlip(padding),
+        "resized_crop": RandomResizedCropFlip(size[0]), "flip": RandomCropFlip(0)}
+    if kind not in choices:
+        raise UnknownNameError("augmentation", kind, [*choices, "auto"])
+    return choices[kind]
+
+
+def _limit(data: ImageTensors, limit: int | None) -> ImageTensors:
+    if limit is None:
+        return data
+    keep = torch.cat([(data.y == c).nonzero().flatten()[:limit] for c in range(data.num_classes)])
+    return data.select(keep.sort().values)
+
+
+def load_dataset(name: str, data_dir: str | Path | None = None, download: bool = False, *,
+                 cache_dir: str | Path | None = None, limit_per_class: int | None = None,
+                 workers: int | None = None, progress: bool = True, augment: str = "auto",
+                 padding: int = 4, in_memory: bool | None = None) -> DatasetBundle:
+    """Load ``cifar10``, ``cifar100``, ``tinyimagenet``, ``imagenet``, ``mnist`` or ``folder``.
+
+    ``data_dir`` holds the dataset (torchvision's format, an image folder or an archive) or is
+    itself the folder/archive; ``None`` means ``$NTKSAP_DATA``, else ``data/`` in the cache root.
+    ``download`` lets torchvision fetch CIFAR/MNIST. Small images are decoded once into
+    ``cache_dir`` (default ``$NTKSAP_CACHE`` or ``~/.cache/ntksap``). ``limit_per_class`` keeps
+    the first n images of each class (quick runs, tests). ``augment``: auto, crop (pad by
+    ``padding`` + flip), resized_crop (+ flip), flip, none. ``in_memory`` overrides the
+    small-image (<= 64 px) test for ``folder``.
+    """
+    name = name.lower()
+    if name not in DATASETS:
+        raise UnknownNameError("dataset", name, DATASETS)
+    if name == "folder" and data_dir is None:
+        raise DatasetNotFoundError("the folder dataset needs a path: an image folder "
+                                   "(train/<class>/*, test/<class>/*) or an archive of one")
+    source = (locate(name, data_dir, download) if name != "folder"
+              else Source("tree", Path(data_dir).expanduser()))  # type: ignore[arg-type]
+    if source.kind == "download":
+        tvf.download(name, source.path)
+        source = replace(source, kind="torchvision")
+    tree = open_tree(source.path) if source.kind == "tree" else None
+    if name == "imagenet" or (name == "folder" and not _small(tree, in_memory)):
+        return _large_bundle(name, tree, cache_dir, limit_per_class)  # type: ignore[arg-type]
+    if tree is None:
+        train, test = (tvf.read_mnist(source.path) if name == "mnist"
+                       else tvf.read_cifar(name, source.path))
+        train, test = _limit(train, limit_per_class), _limit(test, limit_per_class)
+    else:
+        channels = 1 if name == "mnist" else 3 if name != "folder" else None
+        train, test, _ = images_from_tree(tree, limit_per_class=limit_per_class,
+                                          channels=channels, cache_dir=cache_dir,
+                                          workers=workers, progress=progress)
+    if name in NUM_CLASSES and len(train.classes) != NUM_CLASSES[name]:
+        raise DatasetNotFoundError(
+            f"{source.path} has {len(train.classes)} classes, {name} has {NUM_CLASSES[name]}; "
+            "load other image folders with the name 'folder'")
+    mean, std = NORMALIZATION.get(name, (train.mean, train.std))
+    train, test = replace(train, mean=mean, std=std), replace(test, mean=mean, std=std)
+    size = tuple(train.x.shape[2:])
+    return DatasetBundle(name, train.classes, tuple(train.x.shape[1:]), mean, std, train, test,
+                         source.path, _augment(augment, name, size, padding))
+
+
+def _small(tree: FileTree | None, in_memory: bool | None) -> bool:
+    if in_memory is not None:
+        return in_memory
+    if tree is None:  # torchvision's CIFAR/MNIST files
+        return True
+    name, data = tree.first_image()
+    return max(decode_one(data, tree.describe(name)).shape[1:]) <= SMALL_MAX
+
+
+def _large_bundle(name: str, tree: FileTree | None, cache_dir: str | Path | None,
+                  limit: int | None) -> DatasetBundle:
+    if tree is None:
+        raise DatasetNotFoundError(f"{name} needs an image folder (train/ and val/)")
+    mean, std = NORMALIZATION["imagenet"]
+    train, test, prune = folder_datasets(tree, mean, std, cache_dir=cache_dir,
+                                         limit_per_class=limit)
+    return DatasetBundle(name, list(train.classes), (3, 224, 224), mean, std, train, test,
+                         tree.path, prune_data=prune)

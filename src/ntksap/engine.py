@@ -1,0 +1,285 @@
+"""The pruning engine, shared by every method: the schedule over T rounds, exact-k selection,
+monotone masks, scoring on a private copy, and the sanity-check transforms."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .errors import (
+    InputShapeError,
+    LayerCollapseError,
+    MissingDataError,
+    NonFiniteScoreError,
+    NtksapError,
+)
+from .masks import LayerFilter, Masks, prunable_layers
+from .methods import Method, ScoreContext, ScoringNet, method_class
+from .models.init import kaiming_init_
+from .selection import SCOPES, select
+
+SCHEDULES = ("exponential", "linear")
+TRANSFORMS = ("shuffle", "reinit", "invert")
+
+
+def density_schedule(density: float, rounds: int, schedule: str = "exponential") -> list[float]:
+    """Density after each round t = 1..T: d^(t/T) (exponential) or 1 - (1 - d) t / T."""
+    if schedule == "exponential":
+        return [density ** (t / rounds) for t in range(1, rounds + 1)]
+    if schedule == "linear":
+        return [1 - (1 - density) * t / rounds for t in range(1, rounds + 1)]
+    raise NtksapError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
+
+
+def removed_counts(total: int, sparsity: float, rounds: int, schedule: str) -> list[int]:
+    """Weights removed after each round; the last is exactly round(sparsity * total)."""
+    counts = [round((1 - d) * total) for d in density_schedule(1 - sparsity, rounds, schedule)]
+    counts[-1] = round(sparsity * total)
+    return counts
+
+
+def check_sparsity(sparsity: Any) -> float:
+    if isinstance(sparsity, bool) or not isinstance(sparsity, int | float) or not (
+            0.0 <= float(sparsity) < 1.0):
+        raise NtksapError(
+            f"sparsity must be a number in [0, 1), the fraction of weights removed (e.g. 0.982); "
+            f"got {sparsity!r}. For a density d, pass sparsity = 1 - d")
+    return float(sparsity)
+
+
+def make_method(method: str | Method, options: dict[str, Any]) -> Method:
+    if isinstance(method, Method):
+        if options:
+            raise NtksapError("pass options to the method's constructor, not to prune(), when "
+                              "giving a Method instance")
+        return method
+    cls = method_class(method)
+    known = {f.name for f in dataclasses.fields(cls) if f.init} if dataclasses.is_dataclass(
+        cls) else set()
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise NtksapError(f"method {method!r} has no option {', '.join(unknown)}; its options "
+                          f"are: {', '.join(sorted(known)) or 'none'}")
+    return cls(**options)
+
+
+def as_batches(data: Any, device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+    """A pruning set as a list of (x, y) batches on ``device``: from None, one (x, y) pair of
+    tensors, or any iterable of (x, y) batches such as a DataLoader."""
+    if data is None:
+        return None
+    if isinstance(data, tuple | list) and len(data) == 2 and all(
+            isinstance(t, torch.Tensor) for t in data):
+        data = [tuple(data)]
+    if not isinstance(data, Iterable):
+        raise MissingDataError(f"data must be (x, y) tensors or an iterable of (x, y) batches; "
+                               f"got {type(data).__name__}")
+    batches = [(x.to(device), y.to(device)) for x, y, *_ in data]
+    return batches or None
+
+
+def prune(model: nn.Module, method: str | Method, sparsity: float, *,
+          rounds: int | None = None, schedule: str = "exponential", scope: str = "global",
+          input_shape: tuple[int, ...] | None = None, data: Any = None, seed: int = 0,
+          transform: str | None = None, layer_filter: LayerFilter | None = None,
+          allow_layer_collapse: bool = True, device: str | torch.device | None = None,
+          channels_last: bool | None = None, progress: bool = False,
+          on_round: Callable[[int, Masks], None] | None = None, **options: Any) -> Masks:
+    """Prune ``model`` at initialization and return its :class:`Masks` (``masks.apply(model)``
+    masks it).
+
+    Scores are computed on a private copy, so the weights and BatchNorm statistics of ``model``
+    are untouched (except with ``transform="reinit"``, which re-draws them on purpose). If
+    ``model`` is already masked, its masks are the starting point.
+
+    Args:
+        method: a registered name (``ntksap.METHODS``) or a Method instance.
+        sparsity: fraction of the prunable weights to remove, in [0, 1); exactly
+            round(sparsity * N) are removed.
+        rounds: T; default the method's own (NTK-SAP 20, SynFlow 100, Iterative SNIP 20, one-shot
+            methods 1). After round t the density is d^(t/T) (``schedule="exponential"``) or
+            linear in t.
+        scope: "global" (one threshold over all layers), "layerwise" (same density per layer)
+            or "erk".
+        input_shape: one example's shape, e.g. (3, 32, 32); default: taken from ``data``.
+        data: the pruning set, (x, y) tensors or an iterable of batches; required by the
+            data-needing methods (snip, iter_snip, grasp, force).
+        seed: seeds every random draw of the scoring and the tie-breaking: same seed, same mask.
+        transform: sanity checks (Frankle et al. 2021): "shuffle" (permute each layer's mask,
+            keeping its count), "reinit" (keep the mask, re-draw ``model``'s weights), "invert"
+            (prune the highest scores instead of the lowest).
+        layer_filter: ``f(name, module) -> bool`` choosing which Conv/Linear layers are
+            prunable, e.g. ``ntksap.exclude_layers("fc")``.
+        allow_layer_collapse: when False, a layer left with no weight raises LayerCollapseError.
+        channels_last: score in channels_last memory format (default: for image inputs).
+        on_round: called as ``on_round(t, masks)`` after each round.
+        **options: the method's hyper-parameters, e.g. ``repeats=5, eps=0.01`` for NTK-SAP.
+    """
+    start = time.perf_counter()
+    sparsity = check_sparsity(sparsity)
+    scorer = make_method(method, options)
+    rounds = scorer.default_rounds if rounds is None else int(rounds)
+    if rounds < 1:
+        raise NtksapError(f"rounds must be at least 1; got {rounds}")
+    if scope not in SCOPES:
+        raise NtksapError(f"unknown scope {scope!r}; choose one of {', '.join(SCOPES)}")
+    if transform is not None and transform not in TRANSFORMS:
+        raise NtksapError(f"unknown transform {transform!r}; choose one of "
+                          f"{', '.join(TRANSFORMS)}")
+    start_masks = Masks.ones(model, layer_filter)
+    total = start_masks.total
+    removals = removed_counts(total, sparsity, rounds, schedule)
+    if start_masks.remaining < total - removals[-1]:
+        raise NtksapError(f"the model is already pruned to sparsity {start_masks.sparsity:.4f}, "
+                          f"beyond the requested {sparsity}; ask for a higher sparsity")
+    removals = [max(r, total - start_masks.remaining) for r in removals]
+    net, ctx = _prepare(model, scorer, start_masks, input_shape, data, layer_filter, device,
+                        channels_last, seed)
+    device = ctx.generator.device
+    tie_breaker = torch.Generator().manual_seed(seed)
+    alive = {n: m.to(device) for n, m in start_masks.items()}
+    densities = [1 - r / total for r in removals]
+
+    with torch.random.fork_rng(devices=_cuda_indices(device)):
+        torch.manual_seed(seed)
+        bar = tqdm(range(1, rounds + 1), desc=f"{scorer.name}", unit="round",
+                   disable=not progress, leave=False)
+        for t in bar:
+            net.set_masks(alive)
+            ctx = dataclasses.replace(ctx, round=t, rounds=rounds, density=densities[t - 1])
+            scores = _checked_scores(scorer, net, ctx)
+            if transform == "invert":
+                scores = {n: -s for n, s in scores.items()}
+            caps = None
+            if scorer.monotone:
+                scores = {n: s.masked_fill(~alive[n], -math.inf) for n, s in scores.items()}
+                caps = {n: int(m.sum()) for n, m in alive.items()}
+            alive = select(scores, total - removals[t - 1], scope, tie_breaker, caps)
+            bar.set_postfix(density=f"{densities[t - 1]:.4f}")
+            if on_round is not None:
+                on_round(t, Masks({n: m.cpu() for n, m in alive.items()}))
+
+    masks = Masks({n: m.cpu() for n, m in alive.items()})
+    if transform == "shuffle":
+        masks = masks.shuffled(torch.Generator().manual_seed(seed))
+    elif transform == "reinit":
+        kaiming_init_(model, torch.Generator(_model_device(model)).manual_seed(seed + 1))
+    collapsed = [r["name"] for r in masks.layers() if r["remaining"] == 0]
+    if collapsed and not allow_layer_collapse:
+        raise LayerCollapseError(
+            f"layers left with no weight at sparsity {sparsity}: {', '.join(collapsed)}; lower "
+            "the sparsity, use scope='layerwise' or 'erk', or allow layer collapse")
+    masks.meta.update(
+        method=scorer.name, sparsity=sparsity, rounds=rounds, schedule=schedule, scope=scope,
+        seed=seed, transform=transform, input_shape=list(ctx.input_shape),
+        options=dataclasses.asdict(scorer) if dataclasses.is_dataclass(scorer) else {},
+        model=type(model).__name__, collapsed_layers=collapsed,
+        seconds=time.perf_counter() - start)
+    return masks
+
+
+def score(model: nn.Module, method: str | Method, *, input_shape: tuple[int, ...] | None = None,
+           data: Any = None, seed: int = 0, layer_filter: LayerFilter | None = None,
+           device: str | torch.device | None = None, channels_last: bool | None = None,
+           **options: Any) -> dict[str, torch.Tensor]:
+    """One round of ``method``'s scores for the prunable layers of ``model`` at its current
+    masks (all ones if unmasked), computed on a private copy as :func:`prune` does."""
+    scorer = make_method(method, options)
+    net, ctx = _prepare(model, scorer, Masks.ones(model, layer_filter), input_shape, data,
+                        layer_filter, device, channels_last, seed)
+    with torch.random.fork_rng(devices=_cuda_indices(ctx.generator.device)):
+        torch.manual_seed(seed)
+        return _checked_scores(scorer, net, ctx)
+
+
+def _prepare(model: nn.Module, scorer: Method, start_masks: Masks,
+             input_shape: tuple[int, ...] | None, data: Any, layer_filter: LayerFilter | None,
+             device: str | torch.device | None, channels_last: bool | None, seed: int
+             ) -> tuple[ScoringNet, ScoreContext]:
+    """Check the inputs and build the scoring copy and the first round's context."""
+    layers = prunable_layers(model, layer_filter)
+    device = torch.device(device) if device is not None else _model_device(model)
+    batches = as_batches(data, device)
+    if scorer.needs_data and not batches:
+        raise MissingDataError(
+            f"method {scorer.name!r} needs a pruning set (real data with labels): pass "
+            "data=(x, y) or a DataLoader to ntksap.prune, or --dataset on the command line; "
+            "the data-free methods are random, magnitude, synflow and ntksap")
+    if input_shape is None:
+        if not batches:
+            raise NtksapError("give input_shape (one example's shape, e.g. (3, 32, 32)) or data")
+        input_shape = tuple(batches[0][0].shape[1:])
+    input_shape = tuple(int(s) for s in input_shape)
+    channels_last = len(input_shape) == 3 if channels_last is None else channels_last
+    net = _scoring_copy(model, start_masks, layers, device, channels_last)
+    num_outputs = _check_input_shape(net, input_shape, device)
+    net.model.train(scorer.train_mode)
+    ctx = ScoreContext(round=1, rounds=1, density=1.0, input_shape=input_shape,
+                       num_outputs=num_outputs, data=batches,
+                       generator=torch.Generator(device).manual_seed(seed))
+    return net, ctx
+
+
+def _cuda_indices(device: torch.device) -> list[int]:
+    return [device.index or 0] if device.type == "cuda" else []
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def _scoring_copy(model: nn.Module, masks: Masks, layers: dict[str, nn.Module],
+                  device: torch.device, channels_last: bool) -> ScoringNet:
+    """A deep copy with plain parameters that require no grad, on ``device``."""
+    clone = Masks.remove(copy.deepcopy(model)).to(device)
+    if channels_last:
+        clone = clone.to(memory_format=torch.channels_last)
+    for p in clone.parameters():
+        p.requires_grad_(False)
+    modules = dict(clone.named_modules())
+    return ScoringNet(clone, {n: modules[n] for n in layers},
+                      {n: m.to(device) for n, m in masks.items()}, channels_last)
+
+
+def _check_input_shape(net: ScoringNet, input_shape: tuple[int, ...],
+                       device: torch.device) -> int:
+    """Run two zero inputs through the copy in eval mode; return the number of outputs."""
+    net.model.eval()
+    try:
+        with torch.no_grad():
+            out = net.forward(torch.zeros((2, *input_shape), device=device))
+    except (RuntimeError, ValueError, IndexError) as err:
+        raise InputShapeError(
+            f"the model cannot take inputs of shape {input_shape} (one example, no batch "
+            f"dimension): {str(err).splitlines()[0]}. Pass the input_shape the model expects, "
+            "e.g. (3, 32, 32) for CIFAR") from err
+    if not isinstance(out, torch.Tensor) or out.dim() != 2:
+        raise InputShapeError(f"the model must return logits of shape (batch, k); it returned "
+                              f"{getattr(out, 'shape', type(out).__name__)}")
+    return out.shape[1]
+
+
+def _checked_scores(scorer: Method, net: ScoringNet, ctx: ScoreContext
+                    ) -> dict[str, torch.Tensor]:
+    scores = scorer.scores(net, ctx)
+    for name, mask in net.masks.items():
+        s = scores.get(name)
+        if s is None or s.shape != mask.shape:
+            raise NtksapError(f"method {scorer.name!r} returned no score of shape "
+                              f"{tuple(mask.shape)} for layer {name!r}")
+        if not torch.isfinite(s).all():
+            raise NonFiniteScoreError(
+                f"method {scorer.name!r} gave non-finite scores (NaN or inf) in layer {name!r} "
+                f"in round {ctx.round}; check the model's initialization and inputs (for "
+                "SynFlow on very deep networks, score in float64)")
+    return {n: scores[n].detach().double() for n in net.masks}

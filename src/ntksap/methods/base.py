@@ -1,0 +1,95 @@
+"""What a pruning method sees: the scoring copy of the model and the round's context.
+
+A method only computes scores (higher = more important, kept first); the engine owns the
+schedule, the exact-k selection, monotonicity and the sanity-check transforms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass
+class ScoreContext:
+    """Everything a method may need for one round."""
+
+    round: int  # 1-based
+    rounds: int
+    density: float  # the density this round prunes to
+    input_shape: tuple[int, ...]  # one example, without the batch dimension
+    num_outputs: int  # logits per example
+    data: list[Batch] | None  # pruning set batches on the scoring device, or None
+    generator: torch.Generator  # seeded, on the scoring device
+
+
+class ScoringNet:
+    """A private deep copy of the model (plain parameters, no parametrizations) and the
+    current masks as float 0/1 tensors. Methods may change its weights and BatchNorm buffers;
+    the user's model never sees it."""
+
+    def __init__(self, model: nn.Module, layers: Mapping[str, nn.Module],
+                 masks: Mapping[str, torch.Tensor], channels_last: bool = False) -> None:
+        self.model = model
+        self.layers = dict(layers)
+        self.channels_last = channels_last
+        self.set_masks(masks)
+
+    def set_masks(self, masks: Mapping[str, torch.Tensor]) -> None:
+        """Use these masks (any dtype) as the current ones, as 0/1 in the weights' dtype."""
+        self.masks = {n: m.to(self.layers[n].weight.dtype) for n, m in masks.items()}
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.layers)
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        """The copy's prunable weight parameters, by layer name."""
+        return {name: module.weight for name, module in self.layers.items()}
+
+    def mask_leaves(self) -> dict[str, torch.Tensor]:
+        """Fresh copies of the masks that require grad, for mask-gradient scores."""
+        return {n: m.detach().clone().requires_grad_(True) for n, m in self.masks.items()}
+
+    def forward(self, x: torch.Tensor, weights: Mapping[str, torch.Tensor] | None = None
+                ) -> torch.Tensor:
+        """Run the copy with the prunable weights replaced by ``weights`` (default: the copy's
+        weights times the current masks). Everything else comes from the copy itself."""
+        if weights is None:
+            weights = {n: w * self.masks[n] for n, w in self.weights().items()}
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        overrides = {f"{name}.weight": w for name, w in weights.items()}
+        return functional_call(self.model, overrides, (x,))
+
+
+class Method:
+    """Base class of the scoring methods. Subclasses are dataclasses whose fields are the
+    method's hyper-parameters (they become ``ntksap.prune`` keyword options)."""
+
+    name: ClassVar[str]
+    needs_data: ClassVar[bool] = False  # True: a pruning set is required
+    default_rounds: ClassVar[int] = 1  # the method's own paper's T
+    monotone: ClassVar[bool] = True  # False: pruned weights may come back (FORCE)
+    train_mode: ClassVar[bool] = True  # BatchNorm mode of the scoring copy
+
+    def scores(self, net: ScoringNet, ctx: ScoreContext) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+
+def mask_gradients(net: ScoringNet, loss_fn) -> dict[str, torch.Tensor]:
+    """d loss / d mask for every layer, where ``loss_fn(forward)`` builds a scalar loss from
+    ``forward(x)`` (the masked network). Equals grad_w * theta at the masked weights."""
+    masks = net.mask_leaves()
+    weights = net.weights()
+    masked = {n: weights[n].detach() * masks[n] for n in masks}
+    loss = loss_fn(lambda x: net.forward(x, masked))
+    grads = torch.autograd.grad(loss, list(masks.values()))
+    return dict(zip(masks, grads, strict=True))
