@@ -171,7 +171,7 @@ def prune(model: nn.Module, method: str | Method, sparsity: float, *,
     if transform == "shuffle":
         masks = masks.shuffled(torch.Generator().manual_seed(seed))
     elif transform == "reinit":
-        kaiming_init_(model, torch.Generator(_model_device(model)).manual_seed(seed + 1))
+        reinitialize(model, seed)
     collapsed = [r["name"] for r in masks.layers() if r["remaining"] == 0]
     if collapsed and not allow_layer_collapse:
         raise LayerCollapseError(
@@ -230,6 +230,11 @@ def _prepare(model: nn.Module, scorer: Method, start_masks: Masks,
 
 def _cuda_indices(device: torch.device) -> list[int]:
     return [device.index or 0] if device.type == "cuda" else []
+
+
+def reinitialize(model: nn.Module, seed: int) -> nn.Module:
+    """The "reinit" sanity check's fresh weights: a new Kaiming draw from ``seed + 1``."""
+    return kaiming_init_(model, torch.Generator(_model_device(model)).manual_seed(seed + 1))
 
 
 def _model_device(model: nn.Module) -> torch.device:

@@ -6,9 +6,9 @@ import argparse
 import sys
 
 from ..errors import NtksapError
-from . import prune
+from . import prune, run
 
-COMMANDS = {"prune": prune}
+COMMANDS = {"prune": prune, "run": run}
 
 
 def main(argv: list[str] | None = None) -> int:

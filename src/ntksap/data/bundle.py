@@ -18,10 +18,11 @@ from .pruning import pruning_set
 from .resolve import Source, locate
 from .stats import NORMALIZATION
 from .streaming import StreamLoader, folder_datasets
+from .synthetic import synthetic_splits
 from .tensors import ImageTensors, images_from_tree
 from .tree import FileTree, open_tree
 
-DATASETS = ("cifar10", "cifar100", "tinyimagenet", "imagenet", "mnist", "folder")
+DATASETS = ("cifar10", "cifar100", "tinyimagenet", "imagenet", "mnist", "folder", "synthetic")
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "tinyimagenet": 200, "mnist": 10}
 SMALL_MAX = 64  # images up to this size are held in memory as one tensor
 Loader = TensorLoader | StreamLoader
@@ -119,7 +120,8 @@ def load_dataset(name: str, data_dir: str | Path | None = None, download: bool =
                  cache_dir: str | Path | None = None, limit_per_class: int | None = None,
                  workers: int | None = None, progress: bool = True, augment: str = "auto",
                  padding: int = 4, in_memory: bool | None = None) -> DatasetBundle:
-    """Load ``cifar10``, ``cifar100``, ``tinyimagenet``, ``imagenet``, ``mnist`` or ``folder``.
+    """Load ``cifar10``, ``cifar100``, ``tinyimagenet``, ``imagenet``, ``mnist``, ``folder``
+    or ``synthetic`` (10 learnable CIFAR-shaped classes made from a seed, for smoke tests).
 
     ``data_dir`` holds the dataset (torchvision's format, an image folder or an archive) or is
     itself the folder/archive; ``None`` means ``$NTKSAP_DATA``, else ``data/`` in the cache root.
@@ -132,6 +134,12 @@ def load_dataset(name: str, data_dir: str | Path | None = None, download: bool =
     name = name.lower()
     if name not in DATASETS:
         raise UnknownNameError("dataset", name, DATASETS)
+    if name == "synthetic":  # 10 learnable CIFAR-shaped classes, no files
+        train, test = synthetic_splits(train_per_class=limit_per_class or 100,
+                                       test_per_class=max(10, (limit_per_class or 100) // 5))
+        return DatasetBundle(name, train.classes, tuple(train.x.shape[1:]), train.mean,
+                             train.std, train, test, Path("<synthetic>"),
+                             _augment(augment, "cifar10", tuple(train.x.shape[2:]), padding))
     if name == "folder" and data_dir is None:
         raise DatasetNotFoundError("the folder dataset needs a path: an image folder "
                                    "(train/<class>/*, test/<class>/*) or an archive of one")

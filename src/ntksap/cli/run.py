@@ -1,0 +1,92 @@
+"""``ntksap run``: prune with any method, train with a preset's settings, report.
+
+Under ``torchrun --nproc-per-node N -m ntksap run ...`` it trains with DistributedDataParallel
+(gloo on CPU, NCCL on GPU); the mask is computed once, on rank 0, and broadcast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import torch
+import torch.distributed as dist
+
+from ..engine import TRANSFORMS
+from ..experiment import DENSE, resolve, run_experiment
+from ..methods import METHODS
+from ..selection import SCOPES
+from ..train import PRESETS, TrainConfig
+from ..train.cliargs import add_dataclass_args, dataclass_overrides
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="prune, train and evaluate one configuration",
+                       description=__doc__.splitlines()[0])
+    p.add_argument("--preset", required=True, metavar="PRESET",
+                   help=f"the paper's settings: {', '.join(PRESETS)}")
+    p.add_argument("--method", required=True, metavar="METHOD",
+                   help=f"{DENSE} (no pruning) or one of {', '.join(METHODS)}")
+    p.add_argument("--sparsity", type=float, default=0.0,
+                   help="fraction of prunable weights removed, in [0, 1)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the init, the mask and the data")
+    p.add_argument("--data-dir", default=None, help="where the dataset lies")
+    p.add_argument("--download", action="store_true", help="let torchvision download CIFAR")
+    p.add_argument("--out-dir", default="runs", help="runs are written under this folder")
+    p.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    g = p.add_argument_group("overrides of the preset")
+    g.add_argument("--dataset", default="", help="folder or synthetic instead of the preset's")
+    g.add_argument("--model", default="", help="another registered model")
+    g.add_argument("--num-classes", type=int, default=0)
+    g.add_argument("--rounds", type=int, default=0, help="T (default: preset / method)")
+    g.add_argument("--repeats", type=int, default=0, help="NTK-SAP's R (default: preset)")
+    g.add_argument("--scope", choices=SCOPES, default="global")
+    g.add_argument("--transform", choices=TRANSFORMS, default="")
+    g.add_argument("--limit-per-class", type=int, default=0,
+                   help="use only the first N images of each class (quick runs)")
+    add_dataclass_args(p.add_argument_group("training (default: the preset's)"), TrainConfig,
+                       suppress=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    device = _device(args.device, distributed)
+    if distributed and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    try:
+        config = resolve(
+            args.preset, args.method, args.sparsity, seed=args.seed, dataset=args.dataset,
+            model=args.model, num_classes=args.num_classes, rounds=args.rounds,
+            repeats=args.repeats, scope=args.scope, transform=args.transform,
+            limit_per_class=args.limit_per_class,
+            train_overrides=dataclass_overrides(TrainConfig, args))
+        summary = run_experiment(config, out_dir=args.out_dir, data_dir=args.data_dir,
+                                 download=args.download, device=device,
+                                 progress=not args.no_progress, distributed=distributed)
+    finally:
+        if distributed and dist.is_initialized():
+            dist.destroy_process_group()
+    if distributed and int(os.environ.get("RANK", "0")) != 0:
+        return 0
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        state = "already finished" if summary.get("already_done") else "finished"
+        print(f"{state}: {summary['run_dir']}\n  final test accuracy "
+              f"{summary['final_test_acc']:.4f}, best {summary['best_test_acc']:.4f} "
+              f"(epoch {summary['best_epoch']}), sparsity {summary['sparsity']}, "
+              f"{summary['seconds']:.0f} s")
+    return 0
+
+
+def _device(name: str, distributed: bool) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if distributed and device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    return device

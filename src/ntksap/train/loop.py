@@ -1,0 +1,217 @@
+"""The training loop: resumable, optionally masked, mixed-precision and distributed."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Iterable
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from ..errors import CheckpointError, NoPrunableLayersError
+from ..masks import Masks, measured_sparsity
+from . import checkpoint as ck
+from . import distributed as dd
+from .config import TrainConfig
+from .schedule import build_optimizer, build_scheduler
+
+Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
+EpochHook = Callable[[dict[str, Any]], None]
+
+
+def _batches(loader: Batches) -> int | None:
+    try:
+        return len(loader)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
+def _prepare(x: torch.Tensor, y: torch.Tensor, device: torch.device, channels_last: bool
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    x = x.to(device, non_blocking=True)
+    if channels_last and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, y.to(device, non_blocking=True)
+
+
+def _autocast(config: TrainConfig, device: torch.device) -> Any:
+    if config.amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def train_one_epoch(net: nn.Module, loader: Batches, optimizer: torch.optim.Optimizer,
+                    config: TrainConfig, device: torch.device, bar: tqdm) -> list[float]:
+    """One pass over ``loader``; returns this rank's [loss sum, correct, count]."""
+    net.train()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    count = 0
+    every = max(1, (bar.total or 100) // 10)
+    for step, (x, y) in enumerate(loader, 1):
+        x, y = _prepare(x, y, device, config.channels_last)
+        with _autocast(config, device):
+            logits = net(x)
+            loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.detach().float() * y.shape[0]
+        correct += (logits.detach().argmax(1) == y).sum()
+        count += y.shape[0]
+        bar.update(1)
+        if step % every == 0 and not bar.disable:
+            bar.set_postfix(loss=f"{loss_sum.item() / count:.4f}",
+                            acc=f"{correct.item() / count:.4f}", refresh=False)
+    return [loss_sum.item(), float(correct.item()), float(count)]
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: Batches, config: TrainConfig, device: torch.device
+             ) -> list[float]:
+    """This rank's [loss sum, correct, count] on ``loader`` in eval mode (no label smoothing)."""
+    model.eval()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    count = 0
+    for x, y in loader:
+        x, y = _prepare(x, y, device, config.channels_last)
+        with _autocast(config, device):
+            logits = model(x)
+        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
+        correct += (logits.argmax(1) == y).sum()
+        count += y.shape[0]
+    return [loss_sum.item(), float(correct.item()), float(count)]
+
+
+def _load_model(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} does not fit this model (another architecture, or masks "
+            f"applied in one but not the other): {exc}; train the same model with the same "
+            "masks, or use another run directory") from exc
+
+
+def _sparsity(model: nn.Module) -> float | None:
+    try:
+        return measured_sparsity(model)
+    except NoPrunableLayersError:
+        return None
+
+
+def _result(metrics: list[dict[str, Any]], best: tuple[float, int], model: nn.Module,
+            run_dir: Path) -> dict[str, Any]:
+    last = metrics[-1]
+    return {
+        "final_test_acc": last["test_acc"], "best_test_acc": best[0], "best_epoch": best[1],
+        "final_test_loss": last["test_loss"], "final_train_acc": last["train_acc"],
+        "final_train_loss": last["loss"], "epochs": last["epoch"],
+        "train_seconds": sum(r["seconds"] for r in metrics),
+        "images_per_s": sum(r["images_per_s"] for r in metrics) / len(metrics),
+        "measured_sparsity": _sparsity(model), "run_dir": str(run_dir),
+    }
+
+
+def train(model: nn.Module, train_loader: Batches, test_loader: Batches, config: TrainConfig,
+          run_dir: str | Path, *, device: str | torch.device, masks: Masks | None = None,
+          progress: bool = True, distributed: bool = False,
+          on_epoch_end: EpochHook | None = None) -> dict[str, Any]:
+    """Train ``model`` in place with ``config``, checkpointing to ``run_dir`` every epoch.
+
+    Loaders yield ``(x, y)`` batches, have ``len()`` and may have ``set_epoch(epoch)`` (called
+    with the 0-based epoch before each pass; it must make the data order depend only on it).
+    ``masks`` (optional) are applied to ``model`` if they are not yet. A ``run_dir`` holding a
+    checkpoint resumes from it (bitwise-identically on CPU); one holding ``done.json`` returns
+    the recorded result after loading the final weights, without training. Per-epoch records
+    (1-based ``epoch``) go to ``run_dir/metrics.jsonl`` and to ``on_epoch_end``. With
+    ``distributed`` (process group initialized) the model is wrapped in DDP, metrics are summed
+    over ranks and only rank 0 writes files and shows the progress bar.
+
+    Returns ``final_test_acc`` (last epoch), ``best_test_acc``, ``best_epoch`` and more.
+    """
+    device, run_dir = torch.device(device), Path(run_dir)
+    rank, world = dd.rank_and_world(distributed)
+    main = rank == 0
+    paths = {k: run_dir / name for k, name in
+             (("ckpt", ck.CHECKPOINT), ("metrics", ck.METRICS), ("done", ck.DONE))}
+    config_dict = dataclasses.asdict(config)
+    if masks is not None:
+        masks.apply(model)
+    model.to(device)
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
+
+    done = ck.read_done(paths["done"])
+    if done is not None:
+        ck.check_same_config(paths["done"], done["config"], config_dict)
+        if paths["ckpt"].exists():
+            _load_model(model, ck.load_checkpoint(paths["ckpt"])["model"], paths["ckpt"])
+        return done["result"]
+
+    optimizer = build_optimizer(model, config)
+    scheduler = build_scheduler(optimizer, config)
+    metrics: list[dict[str, Any]] = []
+    best, start = (-1.0, 0), 0
+    if paths["ckpt"].exists():
+        state = ck.load_checkpoint(paths["ckpt"])
+        ck.check_same_config(paths["ckpt"], state["config"], config_dict)
+        _load_model(model, state["model"], paths["ckpt"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        ck.restore_rng(state["rng"][rank if len(state["rng"]) == world else 0])
+        metrics, best = list(state["metrics"]), (state["best_test_acc"], state["best_epoch"])
+        start = state["epoch"]
+        if main:  # drop any line written after the checkpoint
+            ck.write_metrics(paths["metrics"], metrics)
+    elif distributed:
+        dd.broadcast_state(model)
+    net = dd.wrap(model, device) if distributed else model
+
+    for epoch in range(start, config.epochs):
+        for loader in (train_loader, test_loader):
+            if hasattr(loader, "set_epoch"):
+                loader.set_epoch(epoch)
+        lr = optimizer.param_groups[0]["lr"]
+        began = time.perf_counter()
+        with tqdm(total=_batches(train_loader), desc=f"epoch {epoch + 1}/{config.epochs}",
+                  unit="batch", disable=not (progress and main), dynamic_ncols=True) as bar:
+            train_stats = train_one_epoch(net, train_loader, optimizer, config, device, bar)
+            train_s = time.perf_counter() - began
+            if distributed:
+                dd.broadcast_buffers(model)
+            test_stats = evaluate(model, test_loader, config, device)
+            loss, correct, count, t_loss, t_correct, t_count = dd.sum_over_ranks(
+                train_stats + test_stats, device, distributed)
+            record = {"epoch": epoch + 1, "loss": loss / count, "train_acc": correct / count,
+                      "test_loss": t_loss / t_count, "test_acc": t_correct / t_count, "lr": lr,
+                      "seconds": time.perf_counter() - began, "images_per_s": count / train_s}
+            bar.set_postfix(loss=f"{record['loss']:.4f}", acc=f"{record['train_acc']:.4f}",
+                            test_acc=f"{record['test_acc']:.4f}")
+        scheduler.step()
+        metrics.append(record)
+        if record["test_acc"] > best[0]:
+            best = (record["test_acc"], record["epoch"])
+        rng = dd.gather_objects(ck.capture_rng(), distributed)
+        if main:
+            ck.save_checkpoint(paths["ckpt"], {
+                "epoch": epoch + 1, "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "rng": rng, "metrics": metrics, "config": config_dict,
+                "best_test_acc": best[0], "best_epoch": best[1]})
+            ck.write_metrics(paths["metrics"], metrics)
+        if on_epoch_end is not None:
+            on_epoch_end(record)
+
+    result = _result(metrics, best, model, run_dir)
+    if main:
+        ck.write_done(paths["done"], config_dict, result)
+    dd.barrier(distributed)
+    return result
