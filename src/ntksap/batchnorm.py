@@ -10,7 +10,8 @@ through them.
 runs without touching any buffer, and also inside ``torch.func.vmap`` (several draws at once):
 
 - ``"record_train"``: normalize with the batch mean and biased variance (train mode) and
-  record the mean and unbiased variance, as the momentum-1 update would;
+  record the mean and unbiased variance: PyTorch's own train-mode kernel updating fresh
+  running statistics with momentum 1;
 - ``"record_eval"``: normalize with the batch mean and unbiased variance (eval form) and
   record them: the statistics pass fused with the unperturbed forward. Later layers then see
   eval-mode activations, so their statistics differ from the train pass's by O(1/n)
@@ -26,6 +27,7 @@ from contextlib import contextmanager
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 
 MODES = ("record_train", "record_eval", "replay")
@@ -42,14 +44,27 @@ class BatchStatistics:
             raise ValueError(f"unknown mode {mode!r}; choose one of {MODES}")
         self.mode, self._cursor = mode, 0
 
+    def _next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._cursor >= len(self._stats):
+            raise RuntimeError("the replayed network calls more BatchNorm layers than the "
+                               "recorded one: both passes must run the same network")
+        self._cursor += 1
+        return self._stats[self._cursor - 1]
+
     def normalize(self, module: _BatchNorm, x: torch.Tensor) -> torch.Tensor:
+        batched = torch._C._functorch.is_batchedtensor(x)
+        if self.mode == "record_train" and not batched:  # PyTorch's own train-mode kernel
+            mean = torch.zeros(x.shape[1], dtype=x.dtype, device=x.device)
+            var = torch.ones_like(mean)
+            self._stats.append((mean, var))
+            return F.batch_norm(x, mean, var, module.weight, module.bias, True, 1.0, module.eps)
+        if self.mode == "replay" and not batched:
+            mean, var = self._next()
+            return F.batch_norm(x, mean, var, module.weight, module.bias, False, 0.0,
+                                module.eps)
         shape = (1, -1) + (1,) * (x.dim() - 2)
         if self.mode == "replay":
-            if self._cursor >= len(self._stats):
-                raise RuntimeError("the replayed network calls more BatchNorm layers than the "
-                                   "recorded one: both passes must run the same network")
-            mean, var = self._stats[self._cursor]
-            self._cursor += 1
+            mean, var = self._next()
             used = var
         else:
             dims = [0, *range(2, x.dim())]

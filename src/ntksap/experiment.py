@@ -167,7 +167,7 @@ def _write_config(directory: Path, config: RunConfig, device: torch.device, worl
               "device": str(device), "world_size": world}
     if path.exists():
         stored = json.loads(path.read_text())
-        if stored.get("config") != record["config"]:
+        if stored.get("config") != json.loads(json.dumps(record["config"])):
             raise ConfigError(f"{path} records another config; move the directory away")
         return
     directory.mkdir(parents=True, exist_ok=True)

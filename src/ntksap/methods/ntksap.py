@@ -38,8 +38,9 @@ class NTKSAP(Method):
     (engine rounds), R = 5, eps = 0.01 (variance 1e-4), one batch of 100 per draw.
 
     Speed, not semantics: with ``pair_vmap`` the unperturbed and perturbed networks run as one
-    ``torch.func.vmap`` pass (grouped convolutions); up to ``draws_per_pass`` draws of equal
-    batch size run together the same way (default: 1 on CPU, 4R on GPU). Random numbers are
+    ``torch.func.vmap`` pass (grouped convolutions; default: on GPU only); up to
+    ``draws_per_pass`` draws of equal batch size run together the same way (default: 1 on CPU,
+    4R on GPU). Random numbers are
     drawn in the same order either way, so the scores do not depend on these options.
     """
 
@@ -51,7 +52,7 @@ class NTKSAP(Method):
     batch_size: int = 256
     fused_statistics: bool = False
     draws_per_pass: int | None = None
-    pair_vmap: bool = True
+    pair_vmap: bool | None = None
 
     def batch_sizes(self, ctx: ScoreContext) -> list[int]:
         if ctx.data:
@@ -121,7 +122,8 @@ class NTKSAP(Method):
             with torch.no_grad():
                 forward(clean_weights)
             stats.set_mode("replay")
-            if not self.pair_vmap:
+            if not (self.pair_vmap if self.pair_vmap is not None
+                    else z.device.type != "cpu"):
                 clean = forward(clean_weights)
                 stats.set_mode("replay")
                 noisy = forward(noisy_weights)
