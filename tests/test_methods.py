@@ -190,3 +190,16 @@ def test_ntksap_draws_fresh_weights_for_every_draw(monkeypatch):
     assert all(not torch.equal(a, b) for i, a in enumerate(seen) for b in seen[i + 1:])
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key]), key
+
+
+def test_synflow_falls_back_to_float64_when_float32_overflows():
+    torch.set_default_dtype(torch.float32)  # this test is about float32
+    chain = torch.nn.Sequential(*[torch.nn.Linear(20, 20, bias=False) for _ in range(40)])
+    with torch.no_grad():
+        for layer in chain:
+            layer.weight.uniform_(3.0, 4.0)  # path sums ~ (20 * 3.5)^40: beyond float32
+    got = ntksap.score(chain, "synflow", input_shape=(20,))
+    # in float32 R overflows to inf and the engine would raise NonFiniteScoreError
+    assert all(torch.isfinite(s).all() and (s > 0).all() for s in got.values())
+    masks = ntksap.prune(chain, "synflow", 0.5, rounds=3, input_shape=(20,))
+    assert masks.total - masks.remaining == round(0.5 * masks.total)
