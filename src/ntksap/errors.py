@@ -51,3 +51,7 @@ class ConfigError(NtksapError):
 
 class CheckpointError(NtksapError):
     """An unreadable or mismatched training checkpoint (names the file and the fix)."""
+
+
+class SweepError(NtksapError):
+    """A sweep that cannot go on: its workers keep dying, or its backend is missing."""

@@ -23,13 +23,14 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from .atomic import atomic_torch_save, write_text_atomic
 from .engine import check_sparsity, prune, reinitialize
 from .errors import ConfigError
-from .masks import Masks, atomic_torch_save, measured_sparsity
+from .masks import Masks, measured_sparsity
 from .methods import METHODS, method_class
 from .models import build_model, model_spec
 from .train import TrainConfig, get_preset, train
-from .train.checkpoint import read_done, write_text_atomic
+from .train.checkpoint import read_done
 
 DENSE = "dense"
 
@@ -51,14 +52,20 @@ class RunConfig:
     transform: str = ""
     limit_per_class: int = 0  # 0 = the whole dataset
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    eps: float = 0.0  # NTK-SAP's perturbation std; 0 = the method's default (0.01)
 
 
 def resolve(preset: str, method: str, sparsity: float, *, seed: int = 0, dataset: str = "",
             model: str = "", num_classes: int = 0, rounds: int = 0, repeats: int = 0,
             scope: str = "global", transform: str = "", limit_per_class: int = 0,
-            train_overrides: dict[str, Any] | None = None) -> RunConfig:
+            train_overrides: dict[str, Any] | None = None, eps: float = 0.0) -> RunConfig:
     """A complete :class:`RunConfig` from a preset and the flags that override it."""
     p = get_preset(preset)
+    if eps and method != "ntksap":
+        raise ConfigError(f"eps is NTK-SAP's perturbation size; method {method!r} has no eps: "
+                          "drop it or use method ntksap")
+    if eps < 0:
+        raise ConfigError(f"eps must be positive, or 0 for NTK-SAP's default 0.01; got {eps}")
     if method != DENSE:
         method_class(method)
         check_sparsity(sparsity)
@@ -82,11 +89,20 @@ def resolve(preset: str, method: str, sparsity: float, *, seed: int = 0, dataset
                           (METHODS[method].default_rounds if method != DENSE else 0)),
         repeats=(repeats or p.prune_repeats) if is_ntksap else 0, scope=scope,
         transform=transform, limit_per_class=limit_per_class,
-        train=dataclasses.replace(p.train, **(train_overrides or {})))
+        train=dataclasses.replace(p.train, **(train_overrides or {})), eps=float(eps))
+
+
+def identity(config: RunConfig) -> dict[str, Any]:
+    """The fields that name a run: all of them, less fields added later at their default
+    (``eps`` = 0), so that run directories made before such a field existed keep their name."""
+    fields = dataclasses.asdict(config)
+    if not fields.get("eps"):
+        fields.pop("eps", None)
+    return fields
 
 
 def run_dir(config: RunConfig, out_dir: str | Path) -> Path:
-    digest = hashlib.sha256(json.dumps(dataclasses.asdict(config), sort_keys=True)
+    digest = hashlib.sha256(json.dumps(identity(config), sort_keys=True)
                             .encode()).hexdigest()[:10]
     return (Path(out_dir) / config.preset
             / f"{config.method}-sp{config.sparsity:g}-seed{config.seed}-{digest}")
@@ -167,7 +183,8 @@ def _write_config(directory: Path, config: RunConfig, device: torch.device, worl
               "device": str(device), "world_size": world}
     if path.exists():
         stored = json.loads(path.read_text())
-        if stored.get("config") != json.loads(json.dumps(record["config"])):
+        if ({k: v for k, v in (stored.get("config") or {}).items() if k != "eps" or v}
+                != json.loads(json.dumps(identity(config)))):
             raise ConfigError(f"{path} records another config; move the directory away")
         return
     directory.mkdir(parents=True, exist_ok=True)
@@ -191,6 +208,8 @@ def _masks(config: RunConfig, model: torch.nn.Module, bundle: Any, directory: Pa
             method = METHODS[config.method]
             data = bundle.pruning_set(seed=config.seed) if method.needs_data else None
             options = {"repeats": config.repeats} if config.method == "ntksap" else {}
+            if config.eps:
+                options["eps"] = config.eps
             masks = prune(model, config.method, config.sparsity, rounds=config.rounds,
                           scope=config.scope, transform=config.transform or None,
                           input_shape=bundle.input_shape, data=data, seed=config.seed,

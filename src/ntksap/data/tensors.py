@@ -9,7 +9,8 @@ from pathlib import Path
 
 import torch
 
-from .cache import cache_path, cache_root, file_lock, load_cached, save_atomic
+from ..atomic import atomic_torch_save
+from .cache import cache_path, cache_root, file_lock, load_cached
 from .decode import decode_images
 from .layout import scan_layout
 from .stats import channel_stats
@@ -82,7 +83,7 @@ def _decode(tree: FileTree, limit: int | None, channels: int | None, workers: in
 
 def _store(obj: dict[str, object], path: Path, progress: bool) -> None:
     try:
-        save_atomic(obj, path)
+        atomic_torch_save(obj, path)
     except OSError as err:
         warnings.warn(f"could not write the dataset cache {path}: {err}; the images will be "
                       "decoded again next run (set NTKSAP_CACHE to a writable directory)",

@@ -7,17 +7,15 @@ the previous or the new version of each file, never a torn one.
 from __future__ import annotations
 
 import json
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from ..atomic import atomic_torch_save, write_text_atomic
 from ..errors import CheckpointError
-from ..masks import atomic_torch_save
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
@@ -86,21 +84,6 @@ def check_same_config(path: Path, stored: dict[str, Any], config: dict[str, Any]
 
 def _plain(obj: Any) -> Any:
     return json.loads(json.dumps(obj))
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_metrics(path: Path, records: list[dict[str, Any]]) -> None:

@@ -1,0 +1,191 @@
+"""Lottery-ticket iterative magnitude pruning (IMP) with rewinding, the reference method that
+needs training (Frankle & Carbin 2019; rewinding: Frankle et al. 2020).
+
+Round 0 trains the dense network. Round t = 1..T removes the smallest-magnitude trained
+weights globally (``prune(model, "magnitude", ...)`` on the trained, masked model, which
+continues from its masks) down to density d^(t/T), rewinds the surviving weights to theta_0
+(``rewind_epoch = 0``) or to the dense weights after ``rewind_epoch`` epochs, and trains
+again with the full recipe. Every round is a resumable training run of its own
+(``round<t>/``), so a killed IMP run resumes where it stopped. The default T removes 36 % of
+the remaining weights per round, the paper's grid step (c -> c + 2), so that round t of a run
+aimed at c = 2T lands on the grid point c = 2t: one IMP run gives the whole curve.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..engine import prune
+from ..errors import ConfigError
+from ..experiment import RunConfig, provenance, resolve
+from ..masks import Masks, atomic_torch_save, measured_sparsity
+from ..models import build_model
+from ..train import train
+from ..train.checkpoint import read_done, write_done, write_text_atomic
+
+STEP_DENSITY = 0.64  # 0.8^2: one step of the paper's grid per round
+
+
+@dataclasses.dataclass(frozen=True)
+class ImpConfig:
+    """An IMP run: ``run`` holds the setting (method "imp", final ``sparsity``, ``rounds`` =
+    pruning rounds T); ``rewind_epoch`` 0 rewinds to theta_0, k > 0 to the dense weights
+    after k epochs."""
+
+    run: RunConfig
+    rewind_epoch: int = 0
+
+
+def imp_config(preset: str, sparsity: float, *, rounds: int = 0, rewind_epoch: int = 0,
+               **kwargs: Any) -> ImpConfig:
+    """An :class:`ImpConfig` from a preset, like :func:`ntksap.experiment.resolve`."""
+    if kwargs.get("transform") or kwargs.get("eps"):
+        raise ConfigError("IMP takes no sanity-check transform and no eps; drop them for "
+                          "method imp")
+    kwargs.pop("repeats", None)
+    base = resolve(preset, "magnitude", sparsity, **kwargs)
+    if not 0 < base.sparsity < 1:
+        raise ConfigError(f"IMP needs a sparsity in (0, 1); got {sparsity}")
+    if rounds <= 0:
+        rounds = max(1, round(math.log(1 - base.sparsity) / math.log(STEP_DENSITY)))
+    if not 0 <= rewind_epoch < base.train.epochs:
+        raise ConfigError(f"rewind_epoch must be in [0, epochs) = [0, {base.train.epochs}); "
+                          f"got {rewind_epoch}")
+    return ImpConfig(dataclasses.replace(base, method="imp", rounds=int(rounds)),
+                     int(rewind_epoch))
+
+
+def imp_dir(config: ImpConfig, out_dir: str | Path) -> Path:
+    """``OUT/<preset>/imp-sp<sparsity>-seed<seed>-<digest of the whole config>``."""
+    digest = hashlib.sha256(json.dumps(dataclasses.asdict(config), sort_keys=True)
+                            .encode()).hexdigest()[:10]
+    run = config.run
+    return Path(out_dir) / run.preset / f"imp-sp{run.sparsity:g}-seed{run.seed}-{digest}"
+
+
+def round_sparsities(config: ImpConfig) -> list[float]:
+    """Sparsity after each round t = 1..T: 1 - d^(t/T); the last is exactly the target."""
+    run = config.run
+    out = [1 - (1 - run.sparsity) ** (t / run.rounds) for t in range(1, run.rounds + 1)]
+    out[-1] = run.sparsity
+    return out
+
+
+def run_imp(config: ImpConfig, *, out_dir: str | Path = "runs",
+            data_dir: str | Path | None = None, download: bool = False,
+            device: str | torch.device = "cpu", progress: bool = True) -> dict[str, Any]:
+    """Run (or resume, or report) the IMP run ``config``; returns its summary, whose
+    ``rounds`` list holds every round's sparsity and accuracies."""
+    start = time.perf_counter()
+    run, device = config.run, torch.device(device)
+    directory = imp_dir(config, out_dir)
+    summary_path = directory / "summary.json"
+    if read_done(directory / "done.json") is not None and summary_path.exists():
+        return {**json.loads(summary_path.read_text()), "already_done": True}
+    _write_config(directory, config, device)
+
+    from ..data import load_dataset
+
+    bundle = load_dataset(run.dataset, data_dir, download,
+                          limit_per_class=run.limit_per_class or None, progress=progress)
+    if bundle.num_classes != run.num_classes:
+        raise ConfigError(f"the {run.dataset} data at {bundle.source} has "
+                          f"{bundle.num_classes} classes; preset {run.preset!r} needs "
+                          f"{run.num_classes}")
+    loaders = (bundle.train_loader(run.train.batch_size, device, seed=run.seed,
+                                   channels_last=run.train.channels_last),
+               bundle.test_loader(256, device, channels_last=run.train.channels_last))
+    model = build_model(run.model, run.num_classes, seed=run.seed)
+    theta0 = {k: v.clone() for k, v in model.state_dict().items()}
+    if not (directory / "init.pt").exists():
+        atomic_torch_save(theta0, directory / "init.pt")
+
+    result = _dense_round(config, model, loaders, directory, device, progress)
+    rewind = (theta0 if config.rewind_epoch == 0 else
+              torch.load(directory / "rewind.pt", map_location="cpu", weights_only=True))
+    rounds = [{"round": 0, "sparsity": 0.0, **_brief(result)}]
+    masks = None
+    for t, sparsity in enumerate(round_sparsities(config), 1):
+        folder = directory / f"round{t}"
+        if (folder / "masks.pt").exists():
+            masks = Masks.load(folder / "masks.pt")
+        else:  # the smallest trained magnitudes go, globally, from the current masks on
+            masks = prune(model, "magnitude", sparsity, rounds=1, scope=run.scope,
+                          input_shape=bundle.input_shape, seed=run.seed, device=device)
+            masks.meta.update(model=run.model, num_classes=run.num_classes, imp_round=t)
+            masks.save(folder / "masks.pt")
+            write_text_atomic(folder / "densities.json", json.dumps(masks.layers(), indent=2))
+        model = build_model(run.model, run.num_classes, seed=run.seed)
+        model.load_state_dict(rewind)
+        result = train(model, *loaders, run.train, folder, device=device, masks=masks,
+                       progress=progress)
+        rounds.append({"round": t, "sparsity": sparsity, "remaining": masks.remaining,
+                       "total": masks.total, "run_dir": str(folder), **_brief(result)})
+
+    assert masks is not None
+    masks.save(directory / "masks.pt")
+    write_text_atomic(directory / "densities.json", json.dumps(masks.layers(), indent=2) + "\n")
+    last = rounds[-1]
+    summary = {
+        "run_dir": str(directory), "preset": run.preset, "method": "imp", "seed": run.seed,
+        "sparsity": run.sparsity, "measured_sparsity": measured_sparsity(model),
+        "remaining": masks.remaining, "total": masks.total,
+        "final_test_acc": last["final_test_acc"], "best_test_acc": last["best_test_acc"],
+        "best_epoch": last["best_epoch"], "epochs": run.train.epochs,
+        "rewind_epoch": config.rewind_epoch, "rounds": rounds,
+        "seconds": time.perf_counter() - start,
+    }
+    write_text_atomic(summary_path, json.dumps(summary, indent=2) + "\n")
+    write_done(directory / "done.json", json.loads(json.dumps(dataclasses.asdict(config))),
+               summary)
+    return summary
+
+
+def _brief(result: dict[str, Any]) -> dict[str, Any]:
+    return {k: result[k] for k in ("final_test_acc", "best_test_acc", "best_epoch")}
+
+
+def _dense_round(config: ImpConfig, model: torch.nn.Module, loaders: tuple[Any, Any],
+                 directory: Path, device: torch.device, progress: bool) -> dict[str, Any]:
+    """Train the dense network (round 0), saving its weights after ``rewind_epoch`` epochs
+    to ``rewind.pt``. If a kill fell between the epoch's checkpoint and that file, round 0
+    is trained again from the start (the weights at that epoch are gone otherwise)."""
+    folder, rewind_path, k = directory / "round0", directory / "rewind.pt", config.rewind_epoch
+
+    def snapshot(record: dict[str, Any]) -> None:
+        if k and record["epoch"] == k:
+            atomic_torch_save({n: v.detach().cpu().clone()
+                               for n, v in model.state_dict().items()}, rewind_path)
+
+    for _ in range(2):
+        result = train(model, *loaders, config.run.train, folder, device=device,
+                       progress=progress, on_epoch_end=snapshot)
+        if k == 0 or rewind_path.exists():
+            return result
+        shutil.rmtree(folder)
+    raise RuntimeError(f"IMP could not record the rewind weights at epoch {k} in {folder}")
+
+
+def _write_config(directory: Path, config: ImpConfig, device: torch.device) -> None:
+    path = directory / "config.json"
+    record = {"kind": "imp", "config": dataclasses.asdict(config), "seed": config.run.seed,
+              **provenance(), "device": str(device)}
+    if path.exists():
+        stored = json.loads(path.read_text())
+        if stored.get("config") != json.loads(json.dumps(record["config"])):
+            raise ConfigError(f"{path} records another config; move the directory away")
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, json.dumps(record, indent=2, default=str) + "\n")
+
+
+__all__ = ["ImpConfig", "imp_config", "imp_dir", "round_sparsities", "run_imp"]

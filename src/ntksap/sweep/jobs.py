@@ -1,0 +1,90 @@
+"""Jobs of a sweep: configs <-> store rows, and running one job in this process."""
+
+from __future__ import annotations
+
+import dataclasses
+import traceback
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import ConfigError, NtksapError
+from ..experiment import RunConfig, run_dir, run_experiment
+from ..train import TrainConfig
+from .imp import ImpConfig, imp_dir, run_imp
+from .store import Job
+
+KINDS = ("run", "imp")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExecOptions:
+    """Where a job reads and writes, and on which device it runs."""
+
+    out_dir: str = "runs"
+    data_dir: str | None = None
+    download: bool = False
+    device: str = "cpu"
+    progress: bool = False
+
+
+def run_config_from_dict(data: dict[str, Any]) -> RunConfig:
+    """The :class:`RunConfig` recorded as ``dataclasses.asdict`` data (fields unknown to this
+    version are an error, not silently dropped)."""
+    data = dict(data)
+    train = TrainConfig(**data.pop("train", {}))
+    known = {f.name for f in dataclasses.fields(RunConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"run config has fields this ntksap does not know: "
+                          f"{', '.join(unknown)}; upgrade ntksap or remove the run from the store")
+    return RunConfig(**data, train=train)
+
+
+def imp_config_from_dict(data: dict[str, Any]) -> ImpConfig:
+    data = dict(data)
+    return ImpConfig(run=run_config_from_dict(data.pop("run")), **data)
+
+
+def make_job(config: RunConfig | ImpConfig, labels: dict[str, Any] | None = None) -> Job:
+    """The store row for ``config``: its key is its run directory below the output folder."""
+    if isinstance(config, ImpConfig):
+        return Job(imp_dir(config, "").as_posix(), "imp", dataclasses.asdict(config),
+                   dict(labels or {}))
+    from ..experiment import identity
+    return Job(run_dir(config, "").as_posix(), "run", identity(config), dict(labels or {}))
+
+
+def config_of(job: Job) -> RunConfig | ImpConfig:
+    if job.kind == "imp":
+        return imp_config_from_dict(job.config)
+    if job.kind == "run":
+        return run_config_from_dict(job.config)
+    raise ConfigError(f"unknown job kind {job.kind!r}; known: {', '.join(KINDS)}")
+
+
+def execute(job: Job, options: ExecOptions) -> dict[str, Any]:
+    """Run ``job`` to its end in this process (resuming it if it was interrupted) and return
+    its summary; a finished run returns its recorded summary at once."""
+    config = config_of(job)
+    device = options.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    kwargs = dict(out_dir=options.out_dir, data_dir=options.data_dir,
+                  download=options.download, device=device, progress=options.progress)
+    if isinstance(config, ImpConfig):
+        summary = run_imp(config, **kwargs)
+    else:
+        summary = run_experiment(config, **kwargs)
+    summary["run_dir"] = str(Path(summary["run_dir"]).resolve())
+    return summary
+
+
+def describe_error(err: BaseException) -> str:
+    """A failed run's error for the store: the message first, then the traceback's tail."""
+    head = f"{type(err).__name__}: {err}"
+    if isinstance(err, NtksapError | FileNotFoundError):
+        return head
+    tail = "".join(traceback.format_exception(err)[-6:])
+    return f"{head}\n{tail}"[:8000]
