@@ -33,7 +33,7 @@ def build(masked: bool, args: argparse.Namespace, device: torch.device) -> nn.Mo
     if masked:
         g = torch.Generator().manual_seed(1)
         Masks({name: torch.rand(m.shape, generator=g) > args.sparsity
-               for name, m in Masks.ones(model).items()}).apply(model)
+               for name, m in Masks.of(model).items()}).apply(model)
     model.to(device)
     if args.channels_last:
         model.to(memory_format=torch.channels_last)

@@ -99,7 +99,7 @@ def loaders(n_train: int = 192, n_test: int = 96, batch: int = 32, **kw: object
 def random_masks(model: nn.Module, density: float, seed: int) -> Masks:
     g = torch.Generator().manual_seed(seed)
     return Masks({name: torch.rand(m.shape, generator=g) < density
-                  for name, m in Masks.ones(model).items()})
+                  for name, m in Masks.of(model).items()})
 
 
 def small_config(**changes: object) -> TrainConfig:
@@ -369,7 +369,7 @@ def _worker_ddp(rank: int, world: int, port: int, out_dir: str) -> None:
         result = train(model, *loaders(batch=16, rank=rank, world=world),
                        small_config(epochs=2, nesterov=True), Path(out_dir) / "run",
                        device="cpu", masks=masks, progress=False, distributed=True)
-        torch.save({"state": model.state_dict(), "masks": dict(Masks.ones(model)),
+        torch.save({"state": model.state_dict(), "masks": dict(Masks.of(model)),
                     "expected_masks": dict(masks), "result": result},
                    Path(out_dir) / f"rank{rank}.pt")
     finally:

@@ -134,7 +134,7 @@ def prune(model: nn.Module, method: str | Method, sparsity: float, *,
     if transform is not None and transform not in TRANSFORMS:
         raise NtksapError(f"unknown transform {transform!r}; choose one of "
                           f"{', '.join(TRANSFORMS)}")
-    start_masks = Masks.ones(model, layer_filter)
+    start_masks = Masks.of(model, layer_filter)
     total = start_masks.total
     removals = removed_counts(total, sparsity, rounds, schedule)
     if start_masks.remaining < total - removals[-1]:
@@ -193,7 +193,7 @@ def score(model: nn.Module, method: str | Method, *, input_shape: tuple[int, ...
     """One round of ``method``'s scores for the prunable layers of ``model`` at its current
     masks (all ones if unmasked), computed on a private copy as :func:`prune` does."""
     scorer = make_method(method, options)
-    net, ctx = _prepare(model, scorer, Masks.ones(model, layer_filter), input_shape, data,
+    net, ctx = _prepare(model, scorer, Masks.of(model, layer_filter), input_shape, data,
                         layer_filter, device, channels_last, seed)
     with torch.random.fork_rng(devices=_cuda_indices(ctx.generator.device)):
         torch.manual_seed(seed)

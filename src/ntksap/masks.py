@@ -100,8 +100,8 @@ class Masks(Mapping[str, torch.Tensor]):
                 f"sparsity {self.sparsity:.4f})")
 
     @classmethod
-    def ones(cls, model: nn.Module, layer_filter: LayerFilter | None = None) -> Masks:
-        """All-kept masks for the prunable layers of ``model`` (or its current masks)."""
+    def of(cls, model: nn.Module, layer_filter: LayerFilter | None = None) -> Masks:
+        """The current masks of the prunable layers of ``model`` (all kept where unmasked)."""
         masks = {}
         for name, module in prunable_layers(model, layer_filter).items():
             current = _weight_mask(module)
