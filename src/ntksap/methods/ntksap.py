@@ -3,6 +3,7 @@ dynamics", ICLR 2023), exactly as in the reference section 3."""
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 from itertools import groupby
@@ -39,8 +40,8 @@ class NTKSAP(Method):
 
     Speed, not semantics: with ``pair_vmap`` the unperturbed and perturbed networks run as one
     ``torch.func.vmap`` pass (grouped convolutions; default: on GPU only); up to
-    ``draws_per_pass`` draws of equal batch size run together the same way (default: 1 on CPU,
-    4R on GPU). Random numbers are
+    ``draws_per_pass`` draws of equal batch size run together the same way (default: 1 on CPU;
+    on GPU as many as hold about 1024 CIFAR-sized images). Random numbers are
     drawn in the same order either way, so the scores do not depend on these options.
     """
 
@@ -68,7 +69,7 @@ class NTKSAP(Method):
         for size, group in groupby(draws):
             count = len(list(group))
             while count:
-                chunk = min(count, self._draws_per_pass(ctx))
+                chunk = min(count, self._draws_per_pass(ctx, size))
                 count -= chunk
                 loss = self._chunk_loss(net, ctx, masks, size, chunk)
                 for n, grad in zip(masks, torch.autograd.grad(loss, list(masks.values())),
@@ -76,10 +77,13 @@ class NTKSAP(Method):
                     total[n] += grad
         return {n: s.abs() for n, s in total.items()}
 
-    def _draws_per_pass(self, ctx: ScoreContext) -> int:
+    def _draws_per_pass(self, ctx: ScoreContext, size: int) -> int:
+        """Default: 1 on CPU; on GPU as many draws as hold about 1024 CIFAR-sized images."""
         if self.draws_per_pass is not None:
             return max(1, self.draws_per_pass)
-        return 1 if ctx.generator.device.type == "cpu" else self.repeats * 4
+        if ctx.generator.device.type == "cpu":
+            return 1
+        return max(1, (1024 * 3 * 32 * 32) // (size * math.prod(ctx.input_shape)))
 
     def _chunk_loss(self, net: ScoringNet, ctx: ScoreContext, masks: dict[str, torch.Tensor],
                     size: int, draws: int) -> torch.Tensor:
