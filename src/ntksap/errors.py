@@ -55,3 +55,11 @@ class CheckpointError(NtksapError):
 
 class SweepError(NtksapError):
     """A sweep that cannot go on: its workers keep dying, or its backend is missing."""
+
+
+class OutputShapeError(NtksapError):
+    """A model whose outputs are not logits shaped (batch, k) (names the shape and the fix)."""
+
+
+class MemoryBudgetError(NtksapError):
+    """A computation that cannot fit its memory budget (says how much it needs, how to chunk)."""

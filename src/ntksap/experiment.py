@@ -82,6 +82,8 @@ def resolve(preset: str, method: str, sparsity: float, *, seed: int = 0, dataset
     if model:
         model_spec(model)
     is_ntksap = method == "ntksap"
+    if is_ntksap and eps == METHODS["ntksap"].eps:
+        eps = 0.0  # the default, spelled out: the same run
     return RunConfig(
         preset=preset, method=method, sparsity=float(sparsity), seed=seed,
         dataset=dataset or p.dataset, model=model or p.model, num_classes=p.num_classes,

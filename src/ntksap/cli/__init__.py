@@ -6,9 +6,9 @@ import argparse
 import sys
 
 from ..errors import NtksapError
-from . import prune, run
+from . import prune, report, run, sweep
 
-COMMANDS = {"prune": prune, "run": run}
+COMMANDS = {"prune": prune, "run": run, "sweep": sweep, "report": report}
 
 
 def main(argv: list[str] | None = None) -> int:

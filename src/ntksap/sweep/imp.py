@@ -24,13 +24,14 @@ from typing import Any
 
 import torch
 
+from ..atomic import atomic_torch_save, write_text_atomic
 from ..engine import prune
 from ..errors import ConfigError
 from ..experiment import RunConfig, provenance, resolve
-from ..masks import Masks, atomic_torch_save, measured_sparsity
+from ..masks import Masks, measured_sparsity
 from ..models import build_model
 from ..train import train
-from ..train.checkpoint import read_done, write_done, write_text_atomic
+from ..train.checkpoint import read_done, write_done
 
 STEP_DENSITY = 0.64  # 0.8^2: one step of the paper's grid per round
 

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError, NtksapError
-from ..experiment import RunConfig, run_dir, run_experiment
+from ..experiment import RunConfig, identity, run_dir, run_experiment
 from ..train import TrainConfig
 from .imp import ImpConfig, imp_dir, run_imp
 from .store import Job
@@ -52,7 +52,6 @@ def make_job(config: RunConfig | ImpConfig, labels: dict[str, Any] | None = None
     if isinstance(config, ImpConfig):
         return Job(imp_dir(config, "").as_posix(), "imp", dataclasses.asdict(config),
                    dict(labels or {}))
-    from ..experiment import identity
     return Job(run_dir(config, "").as_posix(), "run", identity(config), dict(labels or {}))
 
 

@@ -1,0 +1,114 @@
+"""Reports: a results table (CSV, Markdown), accuracy-vs-sparsity plots with the paper's
+numbers overlaid, per-layer density plots, NTK spectra, layer-collapse flags, and one
+self-contained HTML page gathering them. ``ntksap report`` is the command-line form."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .collapse import analyse, collapsed, path_check
+from .paper import REFERENCES, Reference, reference
+from .records import Point, load_points, setting_of, variant_labels
+from .table import Row, aggregate, markdown, write_csv
+
+DENSITY_PANELS = 8  # method panels per density figure
+
+
+@dataclass
+class Report:
+    """What :func:`build_report` wrote."""
+
+    out_dir: Path
+    html: Path
+    csv: Path
+    markdown: Path
+    collapse_csv: Path
+    figures: list[Path] = field(default_factory=list)
+    rows: list[Row] = field(default_factory=list)
+    points: list[Point] = field(default_factory=list)
+
+
+def build_report(source: str | Path, out_dir: str | Path, *, sweep: str | None = None,
+                 title: str = "NTK-SAP reproduction report") -> Report:
+    """Read the runs of ``source`` (a results store or a folder of run directories) and write
+    ``results.csv``, ``results.md``, ``collapse.csv``, ``figures/*.png`` and the
+    self-contained ``index.html`` to ``out_dir``."""
+    from . import html, plots
+
+    out = Path(out_dir)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    points = load_points(source, sweep)
+    for p in points:
+        if p.status == "done":
+            p.collapse = analyse(p)
+    rows = aggregate(points)
+    report = Report(out, out / "index.html", out / "results.csv", out / "results.md",
+                    out / "collapse.csv", rows=rows, points=points)
+    write_csv(rows, report.csv)
+    report.markdown.write_text(markdown(rows))
+    _write_collapse(points, report.collapse_csv)
+
+    done = [p for p in points if p.status == "done"]
+    labels = variant_labels(done)
+    figures: list[html.Figure] = []
+    for setting in dict.fromkeys(r.setting for r in rows):
+        mine = [p for p in done if setting_of(p) == setting]
+        slug = html._slug(setting)
+        figures.append(html.Figure(
+            setting, "Accuracy vs sparsity",
+            "Best-epoch test accuracy, mean ± std over seeds; hollow markers on dotted lines: "
+            "the paper's numbers; red circles: runs with layer collapse.",
+            plots.accuracy_plot(setting, rows, mine), f"{slug}-accuracy.png"))
+        by_variant: dict[str, list[Point]] = {}
+        for p in mine:
+            if p.method != "dense" and p.densities:
+                by_variant.setdefault(labels[p.key], []).append(p)
+        names = list(by_variant)
+        for part, start in enumerate(range(0, len(names), DENSITY_PANELS)):
+            chunk = {n: by_variant[n] for n in names[start:start + DENSITY_PANELS]}
+            figures.append(html.Figure(
+                setting, "Per-layer density" + (f" ({part + 1})" if len(names) >
+                                                DENSITY_PANELS else ""),
+                "Fraction of each layer's weights kept (log scale), one line per sparsity; a "
+                "red cross marks a layer left with no weight (layer collapse).",
+                plots.density_plot(setting, chunk), f"{slug}-density-{part + 1}.png"))
+        spectra: dict[str, list[Point]] = {}
+        for p in mine:
+            if p.spectrum:
+                spectra.setdefault(labels[p.key], []).append(p)
+        if spectra:
+            figures.append(html.Figure(
+                setting, "NTK spectra", "Eigenvalues of the empirical NTK at initialization, "
+                "largest first; dashed: the dense network.",
+                plots.spectrum_plot(setting, spectra), f"{slug}-spectrum.png"))
+    for fig in figures:
+        path = out / "figures" / fig.filename
+        path.write_bytes(fig.png)
+        report.figures.append(path)
+    report.html.write_text(html.page(title, str(source), points, rows, figures),
+                           encoding="utf-8")
+    return report
+
+
+def _write_collapse(points: list[Point], path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["key", "setting", "method", "sparsity", "seed", "collapsed",
+                         "dead_layers", "disconnected", "effective_density"])
+        for p in points:
+            if p.collapse is None:
+                continue
+            c = p.collapse
+            writer.writerow([p.key, setting_of(p), p.method, f"{p.sparsity:.6f}", p.seed,
+                             int(collapsed(c)), ";".join(c["layers"]),
+                             "" if c.get("disconnected") is None else int(c["disconnected"]),
+                             "" if c.get("effective_density") is None
+                             else f"{c['effective_density']:.6f}"])
+
+
+__all__ = [
+    "REFERENCES", "Point", "Reference", "Report", "Row", "aggregate", "analyse",
+    "build_report", "collapsed", "load_points", "markdown", "path_check", "reference",
+]

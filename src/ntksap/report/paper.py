@@ -1,0 +1,95 @@
+"""The paper's reported test accuracies (NTK-SAP, Wang, Li, Sun, ICLR 2023), to overlay on
+the reproduced curves: best-epoch test accuracy in %, mean of the paper's runs.
+
+Exact numbers come from the paper's tables; ``approx=True`` marks values read off its figures
+(about +-0.4). Sparsities are the paper's rounded column heads (36.00 = c 2, 73.80 = c 6,
+89.30 = c 10, 95.60 = c 14, 98.20 = c 18); :func:`reference` matches a run's sparsity to
+them within 0.1 percentage point.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SOURCE = "Wang, Li, Sun, NTK-SAP, ICLR 2023"
+TOLERANCE = 0.1  # percentage points between a run's sparsity and the paper's column
+
+
+@dataclass(frozen=True)
+class Reference:
+    """One reported number: ``accuracy`` % of ``method`` at ``sparsity`` % in ``preset``'s
+    setting; ``rounds`` set for the T ablation's numbers."""
+
+    preset: str
+    method: str
+    sparsity: float
+    accuracy: float
+    approx: bool = False
+    where: str = ""
+    rounds: int | None = None
+
+
+def _row(preset: str, method: str, columns: tuple[float, ...], values: tuple[float, ...],
+         approx: bool, where: str) -> list[Reference]:
+    return [Reference(preset, method, s, a, approx, where)
+            for s, a in zip(columns, values, strict=True)]
+
+
+_MAIN = (36.00, 73.80, 89.30, 95.60, 98.20)
+_IMAGENET = (89.26, 95.60)
+
+REFERENCES: list[Reference] = [
+    *_row("cifar10-resnet20", "ntksap", _MAIN, (91.36, 90.04, 87.86, 83.84, 77.66), False,
+          "main figure / table"),
+    *_row("cifar100-vgg16", "ntksap", _MAIN, (74.10, 74.12, 73.28, 71.85, 69.27), False,
+          "main figure / table"),
+    *_row("tinyimagenet-resnet18", "ntksap", _MAIN, (51.89, 52.69, 51.90, 49.29, 43.92),
+          False, "main figure / table"),
+    # CIFAR-10 ResNet-20 baselines, read off the main figure
+    *_row("cifar10-resnet20", "snip", (89.30, 95.60), (87.5, 82.9), True, "main figure"),
+    *_row("cifar10-resnet20", "iter_snip", (89.30, 95.60), (87.1, 82.9), True, "main figure"),
+    *_row("cifar10-resnet20", "grasp", (89.30, 95.60, 98.20), (87.4, 83.5, 76.9), True,
+          "main figure"),
+    *_row("cifar10-resnet20", "synflow", (89.30, 95.60, 98.20), (86.9, 82.4, 75.2), True,
+          "main figure"),
+    *_row("cifar10-resnet20", "magnitude", (89.30, 95.60, 98.20), (87.5, 83.0, 76.0), True,
+          "main figure"),
+    *_row("cifar10-resnet20", "random", (89.30, 95.60), (86.3, 80.6), True, "main figure"),
+    # T ablation (ResNet-20 at 98.2 %: T = 1 gives about 74.4; T = 20 is the main number)
+    Reference("cifar10-resnet20", "ntksap", 98.20, 74.4, True, "T ablation", rounds=1),
+]
+_TABLE1 = {  # method: (R18 @ 89.26, R18 @ 95.60, R50 @ 89.26, R50 @ 95.60)
+    "dense": (69.98, 69.98, 76.20, 76.20),
+    "synflow": (57.30, 45.65, 66.81, 58.88),
+    "snip": (57.41, 45.04, 60.98, 40.69),
+    "iter_snip": (52.97, 37.44, 52.53, 36.82),
+    "grasp": (58.16, 49.17, 67.74, 59.73),
+    "magnitude": (58.75, 48.50, 66.80, 43.79),
+    "random": (54.48, 42.80, 65.30, 56.53),
+    "ntksap": (58.87, 49.43, 68.28, 60.79),
+}
+for _method, _values in _TABLE1.items():
+    if _method == "dense":
+        REFERENCES += [Reference("imagenet-resnet18", "dense", 0.0, _values[0], False,
+                                 "Table 1"),
+                       Reference("imagenet-resnet50", "dense", 0.0, _values[2], False,
+                                 "Table 1")]
+        continue
+    REFERENCES += _row("imagenet-resnet18", _method, _IMAGENET, _values[:2], False, "Table 1")
+    REFERENCES += _row("imagenet-resnet50", _method, _IMAGENET, _values[2:], False, "Table 1")
+
+
+def references(preset: str, method: str | None = None) -> list[Reference]:
+    """The paper's numbers for ``preset`` (and ``method``), T-ablation numbers last."""
+    return [r for r in REFERENCES
+            if r.preset == preset and (method is None or r.method == method)]
+
+
+def reference(preset: str, method: str, sparsity: float, rounds: int | None = None
+              ) -> Reference | None:
+    """The paper's number for ``method`` at ``sparsity`` (a fraction) in ``preset``'s setting,
+    or None. ``rounds``, a T other than the setting's default, gives the T ablation's number
+    where the paper has one."""
+    candidates = [r for r in references(preset, method)
+                  if abs(r.sparsity - 100 * sparsity) <= TOLERANCE and r.rounds == rounds]
+    return candidates[0] if candidates else None

@@ -1,0 +1,221 @@
+"""What a report is made of: one :class:`Point` per trained network, read from a results store
+(SQLite file) or from a folder of run directories.
+
+An IMP run gives one point per pruning round (its whole accuracy-vs-sparsity curve). A run
+directory may hold ``ntk_spectrum.json`` (``{"eigenvalues": [...]}`` and optionally
+``"dense_eigenvalues"``), written by the NTK analysis tools; the report plots it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from ..train import get_preset
+
+SPECTRUM_FILE = "ntk_spectrum.json"
+VARIANT_FIELDS = ("transform", "rounds", "repeats", "eps", "scope", "rewind_epoch")
+
+
+@dataclasses.dataclass
+class Point:
+    """One trained network (or one that failed or is unfinished) and what it left behind."""
+
+    key: str
+    status: str
+    method: str
+    sparsity: float
+    seed: int
+    config: dict[str, Any]
+    final_acc: float | None = None
+    best_acc: float | None = None
+    run_dir: Path | None = None
+    error: str | None = None
+    densities: list[dict[str, Any]] | None = None
+    spectrum: dict[str, Any] | None = None
+    collapse: dict[str, Any] | None = None
+    labels: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def preset(self) -> str:
+        return self.config.get("preset", "")
+
+    def field(self, name: str) -> Any:
+        return self.config.get(name, self.labels.get(name))
+
+    @property
+    def masks_path(self) -> Path | None:
+        path = self.run_dir / "masks.pt" if self.run_dir else None
+        return path if path is not None and path.exists() else None
+
+
+def load_points(source: str | Path, sweep: str | None = None) -> list[Point]:
+    """The points of a store (``.db`` file; ``sweep`` picks one sweep) or a runs folder."""
+    source = Path(source)
+    if not source.exists():
+        raise FileNotFoundError(f"{str(source)!r} does not exist: give a results store "
+                                "(the sweep's .db file) or a folder of run directories")
+    if source.is_file():
+        return _from_store(source, sweep)
+    return _from_folder(source)
+
+
+def _from_store(path: Path, sweep: str | None) -> list[Point]:
+    from ..sweep.store import Store
+
+    try:
+        with Store(path) as store:
+            if sweep and sweep not in store.sweeps():
+                raise ConfigError(f"no sweep {sweep!r} in {path}; it has: "
+                                  f"{', '.join(store.sweeps()) or 'none'}")
+            rows = store.rows(sweep)
+    except sqlite3.DatabaseError as err:
+        raise ConfigError(f"{str(path)!r} is not a results store ({err})") from err
+    points = []
+    for row in rows:
+        config = row["config"].get("run", row["config"])
+        extra = {k: v for k, v in row["config"].items() if k != "run"} if row["kind"] == "imp" \
+            else {}
+        summary = row["summary"] or {}
+        run_dir = Path(row["run_dir"]) if row["run_dir"] else None
+        base = Point(row["key"], row["status"], config.get("method", ""),
+                     float(config.get("sparsity", 0.0)), int(config.get("seed", 0)),
+                     {**config, **extra}, summary.get("final_test_acc"),
+                     summary.get("best_test_acc"), run_dir, row["error"],
+                     labels=row["labels"])
+        points += _expand(base, row["kind"], summary)
+    return points
+
+
+def _from_folder(root: Path) -> list[Point]:
+    points = []
+    for config_path in sorted(root.rglob("config.json")):
+        directory = config_path.parent
+        if directory.name.startswith("round") and (directory.parent / "config.json").exists():
+            continue  # an IMP round, reported through its IMP run
+        try:
+            record = json.loads(config_path.read_text())
+        except ValueError:
+            continue
+        kind = record.get("kind", "run")
+        data = record.get("config", {})
+        config = data.get("run", data)
+        extra = {k: v for k, v in data.items() if k != "run"} if kind == "imp" else {}
+        summary_path = directory / "summary.json"
+        summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+        status = "done" if summary else "unfinished"
+        key = f"{directory.parent.name}/{directory.name}"
+        base = Point(key, status, config.get("method", ""), float(config.get("sparsity", 0.0)),
+                     int(config.get("seed", 0)), {**config, **extra},
+                     summary.get("final_test_acc"), summary.get("best_test_acc"), directory)
+        points += _expand(base, kind, summary)
+    return points
+
+
+def _expand(base: Point, kind: str, summary: dict[str, Any]) -> list[Point]:
+    """One point per trained network: an IMP run's rounds 1..T, else the run itself."""
+    if kind == "imp" and base.status == "done" and summary.get("rounds"):
+        out = []
+        for r in summary["rounds"]:
+            if r["round"] == 0:
+                continue
+            folder = Path(r["run_dir"]) if r.get("run_dir") else None
+            point = dataclasses.replace(
+                base, key=f"{base.key}#round{r['round']}", sparsity=float(r["sparsity"]),
+                final_acc=r["final_test_acc"], best_acc=r["best_test_acc"], run_dir=folder,
+                config={**base.config, "sparsity": float(r["sparsity"])})
+            out.append(_attach(point))
+        return out
+    return [_attach(base)]
+
+
+def _attach(point: Point) -> Point:
+    """Read the per-layer densities and the NTK spectrum a run directory holds."""
+    directory = point.run_dir
+    if directory is None or not directory.exists():
+        return point
+    densities = directory / "densities.json"
+    if densities.exists():
+        point.densities = json.loads(densities.read_text())
+    spectrum = directory / SPECTRUM_FILE
+    if spectrum.exists():
+        data = json.loads(spectrum.read_text())
+        point.spectrum = {"eigenvalues": data} if isinstance(data, list) else data
+    return point
+
+
+# Grouping ------------------------------------------------------------------------------------
+
+def setting_of(point: Point) -> str:
+    """The setting a point belongs to: its preset, plus whatever differs from the preset's
+    own data, model and training recipe (e.g. ``cifar10-resnet20 [synthetic, convnet,
+    30/class, epochs=2]``)."""
+    preset = point.preset
+    try:
+        p = get_preset(preset)
+        defaults = {"dataset": p.dataset, "model": p.model,
+                    "train": dataclasses.asdict(p.train)}
+    except ConfigError:
+        defaults = {}
+    bits = [str(point.config.get(k)) for k in ("dataset", "model")
+            if point.config.get(k) and point.config.get(k) != defaults.get(k)]
+    if point.config.get("limit_per_class"):
+        bits.append(f"{point.config['limit_per_class']}/class")
+    train, base = point.config.get("train") or {}, defaults.get("train") or {}
+    for name, value in sorted(train.items()):
+        if name in base and _plain(base[name]) != _plain(value):
+            bits.append(f"{name}={_short(value)}")
+    return preset + (f" [{', '.join(bits)}]" if bits else "")
+
+
+def is_paper_setting(point: Point) -> bool:
+    """Whether the point ran the paper's data and model (its numbers then apply)."""
+    try:
+        p = get_preset(point.preset)
+    except ConfigError:
+        return False
+    return point.config.get("dataset") == p.dataset and point.config.get("model") == p.model
+
+
+def variant_labels(points: list[Point]) -> dict[str, str]:
+    """A label per point key: the method, plus the variant fields (transform, T, R, eps,
+    scope, rewind epoch) that differ between points of that method in the same setting."""
+    by_method: dict[tuple[str, str], list[Point]] = {}
+    for p in points:
+        by_method.setdefault((setting_of(p), p.method), []).append(p)
+    labels = {}
+    for group in by_method.values():
+        varying = [f for f in VARIANT_FIELDS
+                   if len({json.dumps(p.field(f)) for p in group}) > 1]
+        for p in group:
+            labels[p.key] = variant_label(p, varying)
+    return labels
+
+
+def variant_label(point: Point, varying: list[str]) -> str:
+    names = {"rounds": "T", "repeats": "R", "rewind_epoch": "rewind"}
+    parts = [point.method]
+    if point.field("transform"):
+        parts.append(f"[{point.field('transform')}]")
+    for f in varying:
+        if f == "transform":
+            continue
+        value = point.field(f)
+        if f == "eps" and not value:
+            value = "default"
+        parts.append(f"{names.get(f, f)}={value}")
+    return " ".join(parts)
+
+
+def _plain(value: Any) -> Any:
+    return json.loads(json.dumps(value))
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return ",".join(map(str, value))
+    return str(value)

@@ -1,0 +1,154 @@
+"""The results table: mean +- std over seeds per setting x method variant x sparsity, with the
+paper's number where it gives one and the runs flagged for layer collapse."""
+
+from __future__ import annotations
+
+import csv
+import statistics
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..methods import METHODS
+from ..train import get_preset
+from .collapse import collapsed
+from .paper import Reference, reference
+from .records import Point, is_paper_setting, setting_of, variant_labels
+
+METHOD_ORDER = ("dense", "random", "magnitude", "snip", "iter_snip", "grasp", "synflow",
+                "ntksap", "force", "imp")
+
+
+@dataclass
+class Row:
+    """One cell group of the table: accuracies in %, std over seeds (0 for one seed)."""
+
+    setting: str
+    variant: str
+    method: str
+    sparsity: float  # %
+    n: int
+    best_mean: float
+    best_std: float
+    final_mean: float
+    final_std: float
+    paper: float | None
+    paper_approx: bool
+    collapsed: int
+    disconnected: int
+    effective_density: float | None  # %, mean over seeds where checked
+    seeds: str
+
+
+def _order(method: str) -> int:
+    return METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
+
+
+def aggregate(points: list[Point]) -> list[Row]:
+    """The table's rows from the finished points, sorted by setting, method, sparsity."""
+    done = [p for p in points if p.status == "done" and p.best_acc is not None]
+    labels = variant_labels(done)
+    groups: dict[tuple[str, str, float], list[Point]] = {}
+    for p in done:
+        groups.setdefault((setting_of(p), labels[p.key], round(100 * p.sparsity, 2)),
+                          []).append(p)
+    rows = []
+    for (setting, variant, sparsity), members in groups.items():
+        first = members[0]
+        best = [100 * p.best_acc for p in members]
+        final = [100 * (p.final_acc if p.final_acc is not None else p.best_acc)
+                 for p in members]
+        ref = _paper(first)
+        effective = [100 * p.collapse["effective_density"] for p in members
+                     if p.collapse and p.collapse.get("effective_density") is not None]
+        rows.append(Row(
+            setting, variant, first.method, sparsity, len(members), statistics.fmean(best),
+            _std(best), statistics.fmean(final), _std(final),
+            ref.accuracy if ref else None, bool(ref and ref.approx),
+            sum(collapsed(p.collapse) for p in members),
+            sum(bool(p.collapse and p.collapse.get("disconnected")) for p in members),
+            statistics.fmean(effective) if effective else None,
+            ",".join(str(s) for s in sorted(p.seed for p in members))))
+    rows.sort(key=lambda r: (r.setting, _order(r.method), r.variant, r.sparsity))
+    return rows
+
+
+def paper_variant(point: Point) -> tuple[str, str, int | None] | None:
+    """(preset, method, rounds) under which the paper reports a point's configuration, or
+    None: only the paper's data and model, the untransformed mask, the global scope and the
+    default eps and R; ``rounds`` is None for the default T, else the T ablation's."""
+    if not is_paper_setting(point) or point.field("transform") or point.field("eps"):
+        return None
+    if (point.field("scope") or "global") != "global":
+        return None
+    preset = get_preset(point.preset)
+    default = (preset.prune_rounds if point.method == "ntksap" else
+               METHODS[point.method].default_rounds if point.method in METHODS else None)
+    if point.method == "ntksap" and point.field("repeats") not in (None, preset.prune_repeats):
+        return None
+    rounds = point.field("rounds")
+    return point.preset, point.method, None if rounds in (None, 0, default) else rounds
+
+
+def _paper(point: Point) -> Reference | None:
+    key = paper_variant(point)
+    return reference(key[0], key[1], point.sparsity, key[2]) if key else None
+
+
+def _std(values: list[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def write_csv(rows: list[Row], path: str | Path) -> None:
+    """The long-format table, one row per setting x variant x sparsity."""
+    with open(path, "w", newline="") as f:
+        fields = list(asdict(rows[0]) if rows else Row.__dataclass_fields__)
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v)
+                             for k, v in asdict(row).items()})
+
+
+def cell(row: Row) -> str:
+    """``mean ± std`` of the best-epoch accuracy, with the seed count and a collapse flag."""
+    text = f"{row.best_mean:.2f} ± {row.best_std:.2f}"
+    if row.n != 1:
+        text += f" (n={row.n})"
+    if row.collapsed:
+        text += f" ⚠{row.collapsed}"
+    return text
+
+
+def pivot(rows: list[Row]) -> dict[str, tuple[list[float], list[tuple[str, dict[float, str]]]]]:
+    """Per setting: the sparsity columns and one line per variant (and per paper method)."""
+    out = {}
+    for setting in dict.fromkeys(r.setting for r in rows):
+        mine = [r for r in rows if r.setting == setting]
+        columns = sorted({r.sparsity for r in mine})
+        lines: list[tuple[str, dict[float, str]]] = []
+        for variant in dict.fromkeys(r.variant for r in mine):
+            lines.append((variant, {r.sparsity: cell(r) for r in mine if r.variant == variant}))
+        paper: dict[str, dict[float, str]] = {}
+        for r in mine:
+            if r.paper is not None:
+                mark = "~" if r.paper_approx else ""
+                paper.setdefault(f"{r.variant} (paper)", {})[r.sparsity] = f"{mark}{r.paper:.2f}"
+        lines += list(paper.items())
+        out[setting] = (columns, lines)
+    return out
+
+
+def markdown(rows: list[Row]) -> str:
+    """Per setting, a method x sparsity table of best-epoch test accuracy (%)."""
+    if not rows:
+        return "No finished runs.\n"
+    parts = ["Best-epoch test accuracy (%), mean ± std over seeds; n = number of seeds when "
+             "not 1; ⚠k = k runs with layer collapse; (paper) rows: the paper's numbers, "
+             "~ read off its figures.\n"]
+    for setting, (columns, lines) in pivot(rows).items():
+        parts.append(f"\n### {setting}\n")
+        parts.append("| method | " + " | ".join(f"{c:.2f} %" for c in columns) + " |")
+        parts.append("|---|" + "---|" * len(columns))
+        for name, cells in lines:
+            parts.append(f"| {name} | " + " | ".join(cells.get(c, "") for c in columns) + " |")
+    return "\n".join(parts) + "\n"

@@ -1,0 +1,55 @@
+"""Sweeps: a grid of runs from a YAML spec, a crash-safe results store, local or Ray workers.
+
+``run_sweep(expand(load_spec("configs/smoke.yaml")))`` records the grid in the store
+(``Store``, SQLite in WAL mode; finished runs are kept, not redone), then runs the pending rows
+with local worker processes or as Ray tasks. ``ntksap sweep`` is the command-line form.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .imp import ImpConfig, imp_config, imp_dir, run_imp
+from .jobs import ExecOptions, execute, make_job
+from .local import plan_slots, run_local
+from .ray_backend import run_ray
+from .spec import Sweep, expand, load_spec, sparsity_of_c
+from .store import Claim, Job, Store
+
+BACKENDS = ("local", "ray")
+
+
+def run_sweep(sweep: Sweep, *, backend: str | None = None, workers: int | None = None,
+              device: str | None = None, retry_failed: bool = False, progress: bool = True,
+              ray_address: str | None = None, gpus_per_trial: float | None = None,
+              **kwargs: Any) -> dict[str, int]:
+    """Record ``sweep``'s runs in its store and run every pending one; returns the counts
+    per status. ``retry_failed`` first puts the failed runs back in the queue."""
+    from ..errors import ConfigError
+
+    backend = backend or sweep.backend
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    options = ExecOptions(sweep.out_dir, sweep.data_dir, sweep.download,
+                          device or sweep.device)
+    with Store(sweep.db) as store:
+        store.add(sweep.name, sweep.jobs)
+        if sweep.queue != sweep.name:
+            store.add(sweep.queue, sweep.jobs)
+        if retry_failed:
+            store.retry_failed(sweep.queue)
+    max_attempts = kwargs.pop("max_attempts", sweep.max_attempts)
+    if backend == "ray":
+        return run_ray(sweep.db, sweep.queue, options, address=ray_address,
+                       gpus_per_trial=gpus_per_trial, progress=progress,
+                       max_attempts=max_attempts, **kwargs)
+    return run_local(sweep.db, sweep.queue, options, device=options.device,
+                     workers=sweep.workers if workers is None else workers, progress=progress,
+                     max_attempts=max_attempts, **kwargs)
+
+
+__all__ = [
+    "BACKENDS", "Claim", "ExecOptions", "ImpConfig", "Job", "Store", "Sweep", "execute",
+    "expand", "imp_config", "imp_dir", "load_spec", "make_job", "plan_slots", "run_imp",
+    "run_local", "run_ray", "run_sweep", "sparsity_of_c",
+]

@@ -1,0 +1,294 @@
+"""Sweep specs: a YAML file that names a grid over any config field, expanded into jobs.
+
+A spec (see ``configs/*.yaml``)::
+
+    name: my-sweep            # the sweep's name in the store (default: the file's stem)
+    preset: cifar10-resnet20  # default preset of every run
+    out_dir: runs             # run directories go below it
+    db: runs/ntksap.db        # the results store (default: <out_dir>/ntksap.db)
+    fixed: {epochs: 160}      # fields every run gets
+    grid:                     # the cartesian product of these axes, in the order written
+      method: [snip, ntksap]
+      c: [2, 4, 6]            # density 0.8^c, i.e. sparsity 1 - 0.8^c
+      seed: [0, 1, 2]
+    sanity: [shuffle, reinit, invert]   # each pruned point also with each sanity check
+    groups:                   # optional: several grids; each inherits fixed/grid/sanity from
+      - name: dense           # the top level, overriding axes it names (null drops an axis)
+        grid: {method: [dense], c: null}
+
+Fields of a point: every :class:`~ntksap.experiment.RunConfig` field (preset, method,
+sparsity, seed, dataset, model, num_classes, rounds, repeats, scope, transform,
+limit_per_class, eps), ``c`` or ``density`` instead of sparsity, every
+:class:`~ntksap.train.TrainConfig` field (``epochs``, ``lr``, ... or ``train: {...}``), and
+``rewind_epoch`` for method ``imp``. Command-line overrides: ``--set PATH=VALUE`` (YAML value;
+applied at the top level and in every group that has PATH) and ``--only FIELD=V1,V2``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import itertools
+import typing
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, NtksapError
+from ..experiment import RunConfig, resolve
+from ..train import TrainConfig
+from .imp import imp_config
+from .jobs import make_job
+from .store import Job
+
+GRID_BASE = 0.8  # the paper's density grid: d = 0.8^c
+UNMASKED = ("dense", "imp")  # methods the sanity-check shortcut leaves alone
+SWEEP_KEYS = ("name", "description", "preset", "out_dir", "db", "data_dir", "download",
+              "backend", "workers", "device", "max_attempts", "fixed", "grid", "sanity",
+              "groups")
+GROUP_KEYS = ("name", "fixed", "grid", "sanity")
+RUN_FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig) if f.name != "train")
+TRAIN_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
+POINT_FIELDS = (*RUN_FIELDS, "c", "density", "rewind_epoch", "train",
+                *(f"train.{f}" for f in TRAIN_FIELDS), *TRAIN_FIELDS)
+
+
+@dataclasses.dataclass
+class Sweep:
+    """An expanded spec: its jobs (in order, without duplicates) and its settings."""
+
+    name: str
+    jobs: list[Job]
+    out_dir: str = "runs"
+    db: str = ""
+    data_dir: str | None = None
+    download: bool = False
+    backend: str = "local"
+    workers: int | None = None
+    device: str = "auto"
+    max_attempts: int = 3
+    only: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        self.db = self.db or str(Path(self.out_dir) / "ntksap.db")
+
+    @property
+    def queue(self) -> str:
+        """The store's name for the runs this invocation works on: the sweep's name, or a
+        view of it named after the ``--only`` filters (claims, retries and counts then
+        concern the selected runs only)."""
+        return self.name + (f" [only {'; '.join(self.only)}]" if self.only else "")
+
+
+def sparsity_of_c(c: float) -> float:
+    """Sparsity 1 - 0.8^c of the paper's grid point c."""
+    return 1.0 - GRID_BASE ** float(c)
+
+
+def load_spec(path: str | Path, overrides: Iterable[str] = ()) -> dict[str, Any]:
+    """The spec at ``path`` as a dict, with ``--set PATH=VALUE`` overrides applied."""
+    import yaml
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"sweep spec {str(path)!r} does not exist; see configs/ for "
+                                "examples")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"sweep spec {str(path)!r} is not valid YAML: {err}") from err
+    if not isinstance(raw, dict):
+        raise ConfigError(f"sweep spec {str(path)!r} must be a mapping of keys "
+                          f"({', '.join(SWEEP_KEYS)})")
+    raw.setdefault("name", path.stem)
+    return apply_overrides(raw, overrides)
+
+
+def apply_overrides(spec: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Set ``PATH=VALUE`` (a YAML value, dotted path) at the top level and in every group
+    that already has that path."""
+    import yaml
+
+    spec = copy.deepcopy(spec)
+    for item in overrides:
+        name, sep, text = item.partition("=")
+        if not sep or not name:
+            raise ConfigError(f"override {item!r} must look like PATH=VALUE, e.g. "
+                              "fixed.epochs=2 or grid.seed=[0,1]")
+        value = yaml.safe_load(text) if text else None
+        parts = name.split(".")
+        if parts[0] not in SWEEP_KEYS:
+            raise ConfigError(f"override {item!r}: unknown spec key {parts[0]!r}; the keys are "
+                              f"{', '.join(SWEEP_KEYS)}")
+        _set(spec, parts, value)
+        for group in spec.get("groups") or []:
+            if isinstance(group, dict) and _has(group, parts):
+                _set(group, parts, value)
+    return spec
+
+
+def _has(tree: dict[str, Any], parts: list[str]) -> bool:
+    for part in parts[:-1]:
+        tree = tree.get(part)
+        if not isinstance(tree, dict):
+            return False
+    return parts[-1] in tree
+
+
+def _set(tree: dict[str, Any], parts: list[str], value: Any) -> None:
+    for part in parts[:-1]:
+        child = tree.get(part)
+        if not isinstance(child, dict):
+            child = tree[part] = {}
+        tree = child
+    tree[parts[-1]] = value
+
+
+def expand(spec: dict[str, Any], only: Iterable[str] = ()) -> Sweep:
+    """Expand a spec (as :func:`load_spec` returns it) into a :class:`Sweep`; ``only``
+    keeps the points whose FIELD is one of the values, for items ``FIELD=V1,V2``."""
+    unknown = sorted(set(spec) - set(SWEEP_KEYS))
+    if unknown:
+        raise ConfigError(f"unknown sweep spec key(s) {', '.join(unknown)}; the keys are "
+                          f"{', '.join(SWEEP_KEYS)}")
+    filters = _filters(only)
+    groups = spec.get("groups") or [{"name": "main"}]
+    jobs: dict[str, Job] = {}
+    for index, group in enumerate(groups):
+        if not isinstance(group, dict) or set(group) - set(GROUP_KEYS):
+            raise ConfigError(f"group {index} of the spec must be a mapping with keys among "
+                              f"{', '.join(GROUP_KEYS)}; got {group!r}")
+        name = str(group.get("name", f"group{index}"))
+        for point, axes in _points(spec, group):
+            if not _keep(point, filters):
+                continue
+            try:
+                job = make_job(_config(point), {"group": name, **axes})
+            except NtksapError as err:
+                raise ConfigError(f"sweep point {_show(point)} (group {name!r}): {err}") from err
+            jobs.setdefault(job.key, job)
+    if not jobs:
+        raise ConfigError("the sweep has no runs: give the spec a grid (and check --only)")
+    return Sweep(name=str(spec["name"]), jobs=list(jobs.values()),
+                 out_dir=str(spec.get("out_dir") or "runs"), db=str(spec.get("db") or ""),
+                 data_dir=spec.get("data_dir"), download=bool(spec.get("download", False)),
+                 backend=str(spec.get("backend") or "local"), workers=spec.get("workers"),
+                 device=str(spec.get("device") or "auto"),
+                 max_attempts=int(spec.get("max_attempts") or 3), only=tuple(only))
+
+
+def _points(spec: dict[str, Any], group: dict[str, Any]
+            ) -> Iterable[tuple[dict[str, Any], dict[str, Any]]]:
+    """Every point of ``group`` (merged over the top level) and its axis values."""
+    fixed = {**_mapping(spec, "fixed"), **_mapping(group, "fixed")}
+    if "preset" in spec:
+        fixed.setdefault("preset", spec["preset"])
+    grid = {**_mapping(spec, "grid"), **_mapping(group, "grid")}
+    grid = {k: v for k, v in grid.items() if v is not None}
+    sanity = group.get("sanity", spec.get("sanity")) or []
+    shortcut = bool(sanity) and "transform" not in grid
+    if shortcut:
+        grid["transform"] = ["", *sanity]
+    for axis, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"grid axis {axis!r} must be a non-empty list; got {values!r}")
+    for combo in itertools.product(*grid.values()):
+        axes = dict(zip(grid, combo, strict=True))
+        point = {**fixed, **axes}
+        if shortcut and point.get("method") in UNMASKED:  # nothing to shuffle or invert
+            point["transform"] = axes["transform"] = ""
+        yield point, axes
+
+
+def _mapping(tree: dict[str, Any], key: str) -> dict[str, Any]:
+    value = tree.get(key) or {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key!r} in the sweep spec must be a mapping; got {value!r}")
+    return value
+
+
+def _config(point: dict[str, Any]) -> Any:
+    """The :class:`RunConfig` or :class:`ImpConfig` of one point."""
+    p = dict(point)
+    unknown = sorted(set(p) - set(POINT_FIELDS))
+    if unknown:
+        raise ConfigError(f"unknown field(s) {', '.join(unknown)}; a point's fields are the "
+                          f"run's ({', '.join(RUN_FIELDS)}), c or density, rewind_epoch (imp), "
+                          "and the training fields (epochs, lr, ...)")
+    for name in ("preset", "method"):
+        if name not in p:
+            raise ConfigError(f"no {name}: give it at the top level, in fixed or in the grid")
+    train = dict(p.pop("train", None) or {})
+    for key in list(p):
+        if key.startswith("train."):
+            train[key[6:]] = p.pop(key)
+        elif key in TRAIN_FIELDS:
+            train[key] = p.pop(key)
+    train = {k: _coerce(TrainConfig, k, v) for k, v in train.items()}
+    given = [k for k in ("sparsity", "c", "density") if k in p]
+    if len(given) > 1:
+        raise ConfigError(f"give one of sparsity, c and density, not {' and '.join(given)}")
+    sparsity = (sparsity_of_c(_number(p.pop("c"), "c")) if "c" in p else
+                1.0 - _number(p.pop("density"), "density") if "density" in p else
+                _number(p.pop("sparsity", 0.0), "sparsity"))
+    preset, method = str(p.pop("preset")), str(p.pop("method"))
+    kwargs = {k: _coerce(RunConfig, k, v) for k, v in p.items()}
+    if method == "imp":
+        return imp_config(preset, sparsity, train_overrides=train, **kwargs)
+    if "rewind_epoch" in kwargs:
+        raise ConfigError("rewind_epoch is IMP's option; use it with method imp only")
+    return resolve(preset, method, sparsity, train_overrides=train, **kwargs)
+
+
+def _coerce(cls: type, name: str, value: Any) -> Any:
+    """YAML 1.1 reads ``1e-4`` as a string: numbers for numeric fields, tuples for tuples."""
+    hints = typing.get_type_hints(cls)
+    hint = hints.get(name)
+    if hint is float and isinstance(value, str | int) and not isinstance(value, bool):
+        return _number(value, name)
+    if hint is int and isinstance(value, str):
+        return int(_number(value, name))
+    if typing.get_origin(hint) is tuple and isinstance(value, list):
+        return tuple(value)
+    if name == "transform" and value is None:
+        return ""
+    return value
+
+
+def _number(value: Any, name: str) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{name} must be a number; got {value!r}") from err
+
+
+def _filters(only: Iterable[str]) -> dict[str, list[str]]:
+    out = {}
+    for item in only:
+        name, sep, values = item.partition("=")
+        if not sep or name not in POINT_FIELDS:
+            raise ConfigError(f"--only {item!r} must look like FIELD=V1,V2 with FIELD among "
+                              f"the point fields (method, c, seed, ...)")
+        out[name] = [v.strip() for v in values.split(",")]
+    return out
+
+
+def _keep(point: dict[str, Any], filters: dict[str, list[str]]) -> bool:
+    for name, values in filters.items():
+        value = point.get(name, "")
+        if not any(_same(value, v) for v in values):
+            return False
+    return True
+
+
+def _same(value: Any, text: str) -> bool:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            return float(text) == float(value)
+        except ValueError:
+            return False
+    return str(value) == text
+
+
+def _show(point: dict[str, Any]) -> str:
+    return "{" + ", ".join(f"{k}: {v}" for k, v in point.items()) + "}"
