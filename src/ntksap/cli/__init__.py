@@ -6,9 +6,9 @@ import argparse
 import sys
 
 from ..errors import NtksapError
-from . import prune, report, run, sweep
+from . import lab, ntk, prune, report, run, sweep
 
-COMMANDS = {"prune": prune, "run": run, "sweep": sweep, "report": report}
+COMMANDS = {"prune": prune, "run": run, "sweep": sweep, "report": report, "ntk": ntk, "lab": lab}
 
 
 def main(argv: list[str] | None = None) -> int:
