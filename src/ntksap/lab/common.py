@@ -40,6 +40,8 @@ def gradient_descent(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: flo
     flow gives du/dt = -K u). Returns the training loss before each step and after the last
     one (steps + 1 values); ``record(step, model)`` runs before each step and at the end."""
     params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:  # gradient buffers allocated once (large layers: no page faults per step)
+        p.grad = torch.zeros_like(p)
     losses = torch.empty(steps + 1, dtype=torch.float64)
     for step in tqdm(range(steps + 1), desc=desc, disable=not progress, leave=False):
         if record is not None:
@@ -49,10 +51,14 @@ def gradient_descent(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: flo
         losses[step] = float(loss.detach())
         if step == steps:
             break
-        grads = torch.autograd.grad(loss, params)
+        for p in params:
+            p.grad.zero_()
+        loss.backward()
         with torch.no_grad():
-            for p, g in zip(params, grads, strict=True):
-                p.sub_(lr * g)
+            for p in params:
+                p.add_(p.grad, alpha=-lr)
+    for p in params:
+        p.grad = None
     return losses
 
 
