@@ -10,8 +10,9 @@ cross-example terms. Dropout and other train-only behaviour are off (eval mode).
 Two backends give the same rows:
 
 - ``"structured"`` (Conv2d, Linear and BatchNorm parameters): one batched forward per chunk,
-  one backward per logit to the layers' outputs, then per-example weight gradients as
-  batched products of the output gradients with the (unfolded) layer inputs;
+  one backward per logit to the layers' outputs, each followed by that logit's per-example
+  weight gradients as batched products of the output gradients with the (unfolded, cached)
+  layer inputs, written straight into J;
 - ``"func"`` (any model): ``torch.func.vmap`` over inputs of ``jacrev`` over logits.
 
 ``"auto"`` takes the structured one when every selected parameter belongs to a supported layer.
@@ -71,8 +72,9 @@ class JacobianRows:
     Made by :func:`jacobian_rows`, which sets up the batch statistics. J's columns are kept in
     groups (a large weight alone, small parameters together), one 2-D tensor per group, so
     per-example weight gradients are written in place. A block of ``inputs`` x ``logits`` has
-    its rows input-major: row i * len(logits) + j is logit j of input i (``blocks`` gives the
-    matching global indices i * k + c).
+    its rows logit-major: row j * len(inputs) + i is logit j of input i (``blocks`` gives the
+    matching global indices i * k + c). Logit-major blocks let each logit's backward pass
+    write its per-example gradients straight into J, with no stacking over logits.
     """
 
     GROUP_MIN = 4096  # parameters with fewer entries share a group
@@ -116,14 +118,16 @@ class JacobianRows:
         block itself (activations, output gradients, per-layer temporaries)."""
         saved, outputs, unfolded = self._activations()
         biggest = max(c.param.numel() for c in self.columns) * self.itemsize
-        if self.backend == "structured":  # graph, output gradients of all logits, unfold
-            per_input = saved + (logits + 1) * outputs + unfolded
-            return int(1.25 * inputs * (per_input + 2 * logits * biggest))
+        if self.backend == "structured":
+            # graph, one logit's output gradients, cached normalized and unfolded inputs
+            per_input = saved + 3 * outputs + unfolded
+            return int(1.25 * inputs * (per_input + 2 * biggest))
         row = self.num_params * self.itemsize
         return int(1.25 * inputs * (saved + logits * (saved + 2 * row + biggest)))
 
     def _activations(self) -> tuple[int, int, int]:
-        """Bytes per example: saved for backward, hooked layer outputs, unfolded inputs."""
+        """Bytes per example: saved for backward, hooked layer outputs, unfolded inputs (all
+        convolutions: they are cached across logits)."""
         if self._activation_bytes is None:
             saved: dict[int, int] = {}
 
@@ -139,8 +143,7 @@ class JacobianRows:
                     self._forward(probe, calls)
                 outputs = sum(c.out.numel() * c.out.element_size()
                               for cs in calls.values() for c in cs)
-                unfolded = max((_unfold_bytes(m, c) for m, cs in calls.items() for c in cs),
-                               default=0)
+                unfolded = sum(_unfold_bytes(m, c) for m, cs in calls.items() for c in cs)
                 return sum(saved.values()), outputs, unfolded
 
             one, two = measure(1), measure(2)  # the difference leaves out the parameters
@@ -156,7 +159,7 @@ class JacobianRows:
     def block(self, inputs: slice, logits: torch.Tensor | None = None,
               out: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
         """J's rows for ``self.inputs[inputs]`` and the logit positions ``logits`` (indices
-        into ``self.logits``; default all), input-major, one tensor per column group (written
+        into ``self.logits``; default all), logit-major, one tensor per column group (written
         into ``out`` when given)."""
         x = self.inputs[inputs]
         positions = (torch.arange(self.k, device=self.logits.device) if logits is None
@@ -207,43 +210,41 @@ class JacobianRows:
         if any(c.out._version != c.version for cs in calls.values() for c in cs):
             raise _InplaceOutput
         flat = [(m, c) for m, cs in calls.items() for c in cs]
-        grads: list[list[torch.Tensor | None]] = [[] for _ in flat]
-        for j, logit in enumerate(which.tolist()):  # one backward pass per logit, all inputs
-            got = torch.autograd.grad(y[:, logit].sum(), [c.out for _, c in flat],
-                                      retain_graph=j < len(which) - 1, allow_unused=True)
-            for store, g in zip(grads, got, strict=True):
-                store.append(g)
-        del y
         by_module: dict[nn.Module, dict[str, int]] = {}
         for index, col in enumerate(self.columns):
             by_module.setdefault(col.module, {})[col.attr] = index
-        rows = slice(0, len(x) * len(which))
-        written: set[int] = set()
-        for (module, call), store in zip(flat, grads, strict=True):
-            if all(g is None for g in store):
-                continue
-            # (inputs, logits, *output shape): per-example weight gradients of all logits at once
-            g = torch.stack([torch.zeros_like(call.out) if t is None else t for t in store], 1)
-            store.clear()
-            targets = {}
-            for attr, index in by_module[module].items():
-                target = self._target(out, index, rows)
-                direct = (self.columns[index].kept is None and index not in written
-                          and target.is_contiguous())
-                targets[attr] = target if direct else None
-            for attr, pe in _layer_grads(module, call, g, targets).items():
-                index = by_module[module][attr]
-                col, target = self.columns[index], self._target(out, index, rows)
-                if col.kept is not None:
-                    pe = pe.index_select(1, col.kept)
-                if index in written:
-                    target.add_(pe)
-                elif pe.data_ptr() != target.data_ptr():
-                    target.copy_(pe)
-                written.add(index)
-        for index in range(len(self.columns)):
-            if index not in written:  # the layer did not take part in the forward pass
-                self._target(out, index, rows).zero_()
+        cache: dict[int, dict[str, torch.Tensor]] = {}  # unfolded inputs, normalized inputs
+        n = len(x)
+        for j, logit in enumerate(which.tolist()):  # one backward pass per logit, all inputs
+            got = torch.autograd.grad(y[:, logit].sum(), [c.out for _, c in flat],
+                                      retain_graph=j < len(which) - 1, allow_unused=True)
+            rows = slice(j * n, (j + 1) * n)  # logit-major: this logit's rows, input order
+            done: set[int] = set()
+            for number, ((module, call), g) in enumerate(zip(flat, got, strict=True)):
+                if g is None:
+                    continue
+                targets = {}
+                for attr, index in by_module[module].items():
+                    target = self._target(out, index, rows)
+                    direct = (self.columns[index].kept is None and index not in done
+                              and target.is_contiguous())
+                    targets[attr] = target if direct else None
+                for attr, pe in _layer_grads(module, call, g, targets,
+                                             cache.setdefault(number, {})).items():
+                    index = by_module[module][attr]
+                    col, target = self.columns[index], self._target(out, index, rows)
+                    if col.kept is not None:
+                        pe = pe.index_select(1, col.kept)
+                    if index in done:
+                        target.add_(pe)
+                    elif pe.data_ptr() != target.data_ptr():
+                        target.copy_(pe)
+                    done.add(index)
+            del got
+            for index in range(len(self.columns)):
+                if index not in done:  # the layer took no part in this logit's graph
+                    self._target(out, index, rows).zero_()
+        del y
         return out
 
     def _func(self, x: torch.Tensor, which: torch.Tensor, out: list[torch.Tensor]
@@ -257,8 +258,8 @@ class JacobianRows:
         with torch.no_grad():  # no graph to the parameters left out of ``chosen``
             jac = vmap(jacrev(logits_of), in_dims=(None, 0))(chosen, x.detach())
         rows = slice(0, len(x) * len(which))
-        for index, col in enumerate(self.columns):
-            g = jac.pop(col.name).reshape(len(x) * len(which), -1)
+        for index, col in enumerate(self.columns):  # (inputs, logits, ...) to logit-major
+            g = jac.pop(col.name).transpose(0, 1).reshape(len(x) * len(which), -1)
             if col.kept is not None:
                 g = g.index_select(1, col.kept)
             self._target(out, index, rows).copy_(g)
@@ -273,8 +274,8 @@ class JacobianRows:
             for first in range(0, self.k, logits_per_chunk):
                 positions = torch.arange(first, min(first + logits_per_chunk, self.k),
                                          device=device)
-                idx = (torch.arange(rows_in.start, rows_in.stop, device=device)[:, None]
-                       * self.k + positions[None, :]).flatten()
+                idx = (torch.arange(rows_in.start, rows_in.stop, device=device)[None, :]
+                       * self.k + positions[:, None]).flatten()
                 yield idx, rows_in, positions
 
 
@@ -286,43 +287,46 @@ def _unfold_bytes(module: nn.Module, call: _Call) -> int:
 
 
 def _layer_grads(module: nn.Module, call: _Call, g: torch.Tensor,
-                 targets: dict[str, torch.Tensor | None]) -> dict[str, torch.Tensor]:
-    """Per-example gradients of one call's parameters named in ``targets``, each
-    (inputs x logits, numel), input-major; a weight gradient is computed straight into its
-    target when one is given.
+                 targets: dict[str, torch.Tensor | None], cache: dict[str, torch.Tensor]
+                 ) -> dict[str, torch.Tensor]:
+    """Per-example gradients of one logit for one call's parameters named in ``targets``, each
+    (inputs, numel); a weight gradient is computed straight into its target when one is given.
 
-    ``g`` holds the gradients of the logits with respect to the call's output, shaped
-    (inputs, logits, *output shape)."""
-    n, k = g.shape[:2]
+    ``g`` is the gradient of the logit (summed over the inputs, which do not interact) with
+    respect to the call's output, shaped like it. ``cache`` keeps what the call's logits share
+    (the unfolded input of a convolution, the normalized input of a BatchNorm)."""
+    n = len(g)
     grads: dict[str, torch.Tensor] = {}
     if isinstance(module, nn.Conv2d):
-        flat = g.reshape(n, k * g.shape[2], -1)
+        flat = g.reshape(n, g.shape[1], -1)
         if "weight" in targets:
-            padding = (0, 0) if module.padding == "valid" else module.padding
-            columns = F.unfold(call.inp, module.kernel_size, module.dilation, padding,
-                               module.stride).transpose(1, 2)
-            grads["weight"] = _bmm(flat, columns, targets["weight"], n * k)
+            if "columns" not in cache:
+                padding = (0, 0) if module.padding == "valid" else module.padding
+                cache["columns"] = F.unfold(call.inp, module.kernel_size, module.dilation,
+                                            padding, module.stride).transpose(1, 2)
+            grads["weight"] = _bmm(flat, cache["columns"], targets["weight"], n)
         if "bias" in targets:
-            grads["bias"] = flat.sum(2).view(n * k, -1)
+            grads["bias"] = flat.sum(2)
     elif isinstance(module, nn.Linear):
-        gout = g.reshape(n, k, -1, g.shape[-1])
+        gout = g.reshape(n, -1, g.shape[-1])
         xin = call.inp.reshape(n, -1, call.inp.shape[-1])
         if "weight" in targets:
-            rows = gout.transpose(2, 3).reshape(n, -1, xin.shape[1])
-            grads["weight"] = _bmm(rows, xin, targets["weight"], n * k)
+            grads["weight"] = _bmm(gout.transpose(1, 2), xin, targets["weight"], n)
         if "bias" in targets:
-            grads["bias"] = gout.sum(2).view(n * k, -1)
+            grads["bias"] = gout.sum(1)
     elif isinstance(module, _BatchNorm):
-        dims = tuple(range(3, g.dim()))
+        dims = tuple(range(2, g.dim()))
         if "weight" in targets and call.stats is not None:
-            mean, var = call.stats
-            shape = (1, -1) + (1,) * (call.inp.dim() - 2)
-            xhat = ((call.inp - mean.reshape(shape))
-                    * torch.rsqrt(var + module.eps).reshape(shape)).unsqueeze(1)
-            grads["weight"] = ((g * xhat).sum(dims) if dims else g * xhat).view(n * k, -1)
+            if "normalized" not in cache:
+                mean, var = call.stats
+                shape = (1, -1) + (1,) * (call.inp.dim() - 2)
+                cache["normalized"] = ((call.inp - mean.reshape(shape))
+                                       * torch.rsqrt(var + module.eps).reshape(shape))
+            xhat = cache["normalized"]
+            grads["weight"] = (g * xhat).sum(dims) if dims else g * xhat
         if "bias" in targets:
-            grads["bias"] = (g.sum(dims) if dims else g).reshape(n * k, -1)
-    return grads
+            grads["bias"] = g.sum(dims) if dims else g
+    return {attr: grad.reshape(n, -1) for attr, grad in grads.items()}
 
 
 def _bmm(a: torch.Tensor, b: torch.Tensor, target: torch.Tensor | None, rows: int

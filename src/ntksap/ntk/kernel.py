@@ -87,31 +87,24 @@ def _product(a: list[torch.Tensor], b: list[torch.Tensor]) -> torch.Tensor:
 
 
 def symmetric_gram(J: torch.Tensor | list[torch.Tensor], out: torch.Tensor | None = None,
-                   leaf: int | None = None, progress: bool = False) -> torch.Tensor:
-    """J J^T (J given whole or as column groups), recursively: the two halves' cross product
-    once, mirrored, then each half's Gram matrix the same way down to ``leaf`` rows. About half
-    the products of J @ J.T, and the result is exactly symmetric."""
+                   block: int | None = None, progress: bool = False) -> torch.Tensor:
+    """J J^T (J given whole or as column groups), the lower triangle a band of ``block`` rows
+    at a time (each band against all rows above it and itself), mirrored: 5/8 of the products
+    of J @ J.T with four bands, in products large enough to run at full speed, and the result
+    is exactly symmetric."""
     parts = [J] if isinstance(J, torch.Tensor) else list(J)
     rows = len(parts[0])
     if out is None:
         out = torch.empty((rows, rows), dtype=parts[0].dtype, device=parts[0].device)
-    leaf = leaf or max(64, -(-rows // 8))
+    block = block or max(64, -(-rows // 4))
     bar = tqdm(total=rows, desc="NTK: J J^T", disable=not progress, leave=False)
-
-    def gram(lo: int, hi: int) -> None:
-        if hi - lo <= leaf:
-            block = [part[lo:hi] for part in parts]
-            product = _product(block, block)
-            out[lo:hi, lo:hi] = 0.5 * (product + product.T)
-            bar.update(hi - lo)
-            return
-        mid = (lo + hi) // 2
-        cross = _product([part[mid:hi] for part in parts], [part[lo:mid] for part in parts])
-        out[mid:hi, lo:mid] = cross
-        out[lo:mid, mid:hi] = cross.T
-        gram(lo, mid)
-        gram(mid, hi)
-
-    gram(0, rows)
+    for lo in range(0, rows, block):
+        hi = min(lo + block, rows)
+        band = _product([part[lo:hi] for part in parts], [part[:hi] for part in parts])
+        diagonal = band[:, lo:hi]
+        out[lo:hi, lo:hi] = 0.5 * (diagonal + diagonal.T)
+        out[lo:hi, :lo] = band[:, :lo]
+        out[:lo, lo:hi] = band[:, :lo].T
+        bar.update(hi - lo)
     bar.close()
     return out
