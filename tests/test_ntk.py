@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -348,3 +350,52 @@ def test_cli_ntk_masks_for_another_model(capsys, tmp_path):
     assert "masks do not match" in err and "convnet" in err
     with pytest.raises(MaskMismatchError):
         ntksap.Masks.load(path, ntksap.build_model("resnet20"))
+
+
+def test_cli_ntk_runs_writes_each_runs_spectrum_for_the_report(capsys, tmp_path):
+    runs = tmp_path / "runs"
+    quick = ["run", "--preset", "cifar10-resnet20", "--dataset", "synthetic",
+             "--limit-per-class", "10", "--model", "convnet", "--epochs", "1", "--out-dir",
+             str(runs), "--no-progress", "--json"]
+    # 100 examples: no full batch of 128 (the preset's); a clear error, not a crash
+    assert main([*quick, "--method", "dense", "--out-dir", str(tmp_path / "small")]) == 2
+    assert "no full batch of 128" in capsys.readouterr().err
+    for method, sparsity in (("dense", "0"), ("magnitude", "0.9")):
+        assert main([*quick, "--method", method, "--sparsity", sparsity,
+                     "--batch-size", "25"]) == 0
+    capsys.readouterr()
+    argv = ["ntk", "--runs", str(runs), "--inputs", "3", "--json", "--no-progress"]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert sorted(r["method"] for r in report["runs"]) == ["dense", "magnitude"]
+    pruned = next(r for r in report["runs"] if r["method"] == "magnitude")
+    record = json.loads(Path(pruned["file"]).read_text())
+    # theta_0 of the run, dense and under its masks, on Gaussian inputs seeded by --seed
+    model = ntksap.build_model("convnet", 10)
+    model.load_state_dict(torch.load(Path(pruned["run_dir"]) / "init.pt"))
+    x = torch.randn((3, *ntksap.models.model_spec("convnet").input_shape),
+                    generator=torch.Generator().manual_seed(0))
+    dense = eigenvalues(empirical_ntk(model, x))
+    masks = ntksap.Masks.load(Path(pruned["run_dir"]) / "masks.pt", model)
+    masked = eigenvalues(empirical_ntk(masks.apply(copy.deepcopy(model)), x))
+    assert len(record["eigenvalues"]) == len(record["dense_eigenvalues"]) == 30
+    for written, expected in ((record["dense_eigenvalues"], dense),
+                              (record["eigenvalues"], masked)):
+        written = torch.tensor(written, dtype=torch.float64)
+        assert rel(written, expected.double()) < 1e-5
+    assert record["summary"]["trace"] < record["dense_summary"]["trace"]
+    # measured once: a second call keeps the files, --force measures again
+    assert main(argv) == 0
+    assert all(r["skipped"] for r in json.loads(capsys.readouterr().out)["runs"])
+    assert main([*argv, "--force"]) == 0
+    assert not any(r["skipped"] for r in json.loads(capsys.readouterr().out)["runs"])
+    # ntksap report plots it
+    assert main(["report", str(runs), "--out", str(tmp_path / "report")]) == 0
+    assert list((tmp_path / "report").rglob("*spectrum.png"))
+    # bad input: --runs with a model, or a folder without runs
+    assert main([*argv, "--model", "convnet"]) == 2
+    assert "drop --model" in capsys.readouterr().err
+    assert main(["ntk", "--runs", str(tmp_path / "report"), "--no-progress"]) == 2
+    assert "no run directories" in capsys.readouterr().err
+    assert main(["ntk", "--inputs", "2"]) == 2
+    assert "needs --model and --out" in capsys.readouterr().err

@@ -3,41 +3,51 @@
 The model is built with ``--seed`` (the initialization ``ntksap prune --seed`` scores), the
 inputs are Gaussian (data-free, as NTK-SAP); each mask is applied to a copy of the same
 initialization. Writes ``spectrum.png``, ``spectrum.csv``/``.md`` and ``eigenvalues.csv``.
+
+With ``--runs DIR ...`` it measures run directories instead (``ntksap run`` / ``sweep``): each
+run's theta_0, dense and under its mask, written to ``<run>/ntk_spectrum.json`` for
+``ntksap report``; runs that already hold the same measurement are skipped.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
-from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from ..errors import ConfigError
 from ..masks import Masks
 from ..models import MODELS, build_model, model_spec
 from ..ntk import compare_spectra, mask_label, write_comparison
-from ..ntk.compare import DENSE
+from ..ntk.compare import DENSE, finite
 from ..ntk.memory import DEFAULT_BUDGET, parse_bytes
 from ..ntk.params import PARAMS
+from ..ntk.runs import SPECTRUM_FILE, find_runs, run_spectrum
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ntk", help="NTK eigenvalue spectra of a dense model and its masks",
                        description=__doc__.splitlines()[0],
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", required=True, choices=sorted(MODELS), metavar="MODEL",
-                   help=f"model name: {', '.join(sorted(MODELS))}")
+    p.add_argument("--model", choices=sorted(MODELS), metavar="MODEL",
+                   help=f"model name: {', '.join(sorted(MODELS))} (not with --runs)")
+    p.add_argument("--runs", nargs="+", default=None, metavar="DIR",
+                   help="run directories, or folders of them: write each run's "
+                        "ntk_spectrum.json (theta_0, dense and masked) for ntksap report")
+    p.add_argument("--force", action="store_true",
+                   help="with --runs: measure again runs that already hold a spectrum")
     p.add_argument("--num-classes", type=int, default=10)
     p.add_argument("--inputs", type=int, default=100, help="Gaussian inputs n (K is nk x nk)")
     p.add_argument("--masks", nargs="*", default=[], metavar="FILE",
                    help="mask files made for this model (ntksap prune --out)")
     p.add_argument("--labels", nargs="*", default=None,
                    help="legend labels of the masks (default: method and sparsity)")
-    p.add_argument("--out", required=True, help="folder for the figure and the tables")
+    p.add_argument("--out", default=None,
+                   help="folder for the figure and the tables (required without --runs)")
     p.add_argument("--params", choices=PARAMS, default="all",
                    help="differentiate all parameters or the prunable weights only")
     p.add_argument("--memory-budget", default=DEFAULT_BUDGET,
@@ -46,7 +56,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="eigenvalues in float32 (default float64)")
     p.add_argument("--input-shape", type=int, nargs="+", default=None,
                    help="one example's shape (default: the model's)")
-    p.add_argument("--seed", type=int, default=0, help="seeds the initialization and inputs")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seeds the initialization and the inputs (with --runs: the inputs; "
+                        "each run keeps its own initialization)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true", help="print one JSON object, no table")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
@@ -54,6 +66,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     budget = parse_bytes(args.memory_budget)
+    if args.runs is not None:
+        return _runs(args, budget)
+    if args.model is None or args.out is None:
+        raise ConfigError("ntksap ntk needs --model and --out (or --runs DIR ... to measure "
+                          "run directories)")
     if args.labels is not None and len(args.labels) != len(args.masks):
         raise ConfigError(f"{len(args.labels)} labels for {len(args.masks)} mask files; give "
                           "one label per mask file, or none")
@@ -88,8 +105,28 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def finite(row: dict[str, Any]) -> dict[str, Any]:
-    """A table row for JSON: infinite or NaN numbers (a singular kernel's condition number)
-    become null."""
-    return {k: None if isinstance(v, float) and not math.isfinite(v) else v
-            for k, v in row.items()}
+def _runs(args: argparse.Namespace, budget: int) -> int:
+    if args.model or args.masks or args.labels or args.input_shape:
+        raise ConfigError("--runs takes each run's model, mask and input shape from its "
+                          "directory; drop --model, --masks, --labels and --input-shape")
+    directories = find_runs(args.runs)
+    results = []
+    for directory in tqdm(directories, desc="NTK spectra of runs", unit="run",
+                          disable=args.no_progress or len(directories) < 2):
+        record = run_spectrum(directory, inputs=args.inputs, input_seed=args.seed,
+                              params=args.params, float64=not args.float32_eigenvalues,
+                              memory_budget=budget, device=args.device, force=args.force,
+                              progress=not args.no_progress)
+        results.append({"run_dir": str(directory), "file": str(directory / SPECTRUM_FILE),
+                        "skipped": bool(record.get("skipped")), "method": record["method"],
+                        "sparsity": record["sparsity"], **record["summary"]})
+    if args.json:
+        print(json.dumps({"inputs": args.inputs, "input_seed": args.seed,
+                          "params": args.params, "runs": results}))
+        return 0
+    for r in results:
+        state = "kept" if r["skipped"] else "wrote"
+        print(f"{state} {r['file']}: {r['method']} {100 * r['sparsity']:.1f}%, "
+              f"trace {r['trace']:.4g}, log distance to dense "
+              f"{r['log_distance_to_dense']:.3g}")
+    return 0

@@ -4,6 +4,7 @@ one figure and one table (the paper's spectrum figure, reference section 7)."""
 from __future__ import annotations
 
 import copy
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -38,6 +39,13 @@ def mask_label(masks: Masks, fallback: str) -> str:
         return fallback
     extra = masks.meta.get("transform")
     return f"{method}{'+' + extra if extra else ''} {100 * masks.sparsity:.1f}%"
+
+
+def finite(row: dict[str, Any]) -> dict[str, Any]:
+    """A table row for JSON: infinite or NaN numbers (a singular kernel's condition number)
+    become null."""
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v
+            for k, v in row.items()}
 
 
 def compare_spectra(model: nn.Module, masks: Mapping[str, Masks], inputs: torch.Tensor, *,

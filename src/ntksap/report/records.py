@@ -3,7 +3,8 @@
 
 An IMP run gives one point per pruning round (its whole accuracy-vs-sparsity curve). A run
 directory may hold ``ntk_spectrum.json`` (``{"eigenvalues": [...]}`` and optionally
-``"dense_eigenvalues"``), written by the NTK analysis tools; the report plots it.
+``"dense_eigenvalues"``), written by ``ntksap ntk --runs`` (:func:`ntksap.ntk.run_spectrum`);
+the report plots it.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..ntk.runs import SPECTRUM_FILE
 from ..train import get_preset
 
-SPECTRUM_FILE = "ntk_spectrum.json"
 VARIANT_FIELDS = ("transform", "rounds", "repeats", "eps", "scope", "rewind_epoch")
 
 

@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from ..errors import CheckpointError, NoPrunableLayersError
+from ..errors import CheckpointError, ConfigError, NoPrunableLayersError
 from ..masks import Masks, measured_sparsity
 from . import checkpoint as ck
 from . import distributed as dd
@@ -174,6 +174,11 @@ def train(model: nn.Module, train_loader: Batches, test_loader: Batches, config:
     elif distributed:
         dd.broadcast_state(model)
     net = dd.wrap(model, device) if distributed else model
+    if _batches(train_loader) == 0:
+        raise ConfigError(
+            f"the training set gives no full batch of {config.batch_size} on this process (the "
+            "last, partial batch is dropped); lower --batch-size or use more examples "
+            "(--limit-per-class)")
 
     for epoch in range(start, config.epochs):
         for loader in (train_loader, test_loader):
@@ -190,6 +195,9 @@ def train(model: nn.Module, train_loader: Batches, test_loader: Batches, config:
             test_stats = evaluate(model, test_loader, config, device)
             loss, correct, count, t_loss, t_correct, t_count = dd.sum_over_ranks(
                 train_stats + test_stats, device, distributed)
+            if not count or not t_count:
+                raise ConfigError(f"epoch {epoch + 1} saw {int(count)} training and "
+                                  f"{int(t_count)} test examples; both sets must be non-empty")
             record = {"epoch": epoch + 1, "loss": loss / count, "train_acc": correct / count,
                       "test_loss": t_loss / t_count, "test_acc": t_correct / t_count, "lr": lr,
                       "seconds": time.perf_counter() - began, "images_per_s": count / train_s}
