@@ -8,8 +8,10 @@ ours on all inputs: it runs them in one batch):
 - ``loop``: the straightforward way, one backward pass per (input, logit): each input alone
   through the network, ``torch.autograd.grad`` of each of its logits, the flattened gradients
   stacked into J, then K = J @ J.T;
-- ``ours``: :func:`ntksap.ntk.empirical_ntk` (batched forward, one backward per logit to the
-  layer outputs, per-example weight gradients as batched products, blockwise symmetric Gram).
+- ``ours``: :func:`ntksap.ntk.empirical_ntk` (one batched forward, one backward per logit to
+  the layer outputs, each followed by that logit's per-example weight gradients as batched
+  products written straight into J; the symmetric Gram J J^T in row bands, 5/8 of the
+  products of J @ J.T).
 
 Prints both times, their ratio and ``max_rel_diff`` = max |K_ours - K_loop| / max |K_loop|.
 In float32 that difference is dominated by ReLU units whose pre-activation lies within rounding

@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+
+def shared_archive(name: str) -> Path:
+    """``../shared/datasets/<name>``, or skip the test in a checkout without it."""
+    archive = SHARED / name
+    if not archive.is_file():
+        pytest.skip(f"{archive} is absent (a checkout without ../shared)")
+    return archive
 
 
 class TinyLinear(nn.Module):
@@ -47,6 +59,16 @@ class ConvBN(nn.Module):
         out = torch.relu(self.bn1(self.conv1(x)))
         out = torch.relu(self.bn2(self.conv2(out)) + self.bn3(self.short(out)))
         return self.fc(out.mean(dim=(2, 3)))
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module of tiny tensors: on shared, busy cores OpenMP's
+    threads stall far more than they help. Use with ``pytestmark``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import shared_archive
 from PIL import Image
 
 from ntksap.data import (
@@ -35,7 +36,6 @@ from ntksap.data import decode as decode_module
 from ntksap.data import tensors as tensors_module
 from ntksap.errors import MissingDataError, UnknownNameError
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 STEP = 60  # red channel = STEP * class + 10: labels can be read back from the pixels
 
 
@@ -179,9 +179,7 @@ def test_tiny_imagenet_layout_synthetic(tmp_path: Path, form: str) -> None:
 
 
 def test_tiny_imagenet_real_sample(tmp_path: Path) -> None:
-    archive = SHARED / "tiny-imagenet-200-sample.tar.gz"
-    if not archive.is_file():
-        pytest.skip(f"{archive} is absent (a checkout without ../shared)")
+    archive = shared_archive("tiny-imagenet-200-sample.tar.gz")
     bundle = load_dataset("tinyimagenet", archive, cache_dir=tmp_path, limit_per_class=2,
                           progress=False)
     assert bundle.num_classes == 200 and bundle.classes == sorted(bundle.classes)
@@ -200,10 +198,8 @@ def test_tiny_imagenet_real_sample(tmp_path: Path) -> None:
 
 
 def test_real_cifar10_archive_subset(tmp_path: Path) -> None:
-    archive = SHARED / "cifar10-jpeg.tar.gz"
-    if not archive.is_file():
-        pytest.skip(f"{archive} is absent (a checkout without ../shared)")
-    bundle = load_dataset("cifar10", SHARED, cache_dir=tmp_path, limit_per_class=3,
+    archive = shared_archive("cifar10-jpeg.tar.gz")
+    bundle = load_dataset("cifar10", archive.parent, cache_dir=tmp_path, limit_per_class=3,
                           progress=False)
     assert bundle.source == archive
     assert bundle.classes == ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
@@ -213,9 +209,7 @@ def test_real_cifar10_archive_subset(tmp_path: Path) -> None:
 
 
 def test_real_mnist_archive_is_greyscale(tmp_path: Path) -> None:
-    archive = SHARED / "mnist-png.tar.gz"
-    if not archive.is_file():
-        pytest.skip(f"{archive} is absent (a checkout without ../shared)")
+    archive = shared_archive("mnist-png.tar.gz")
     bundle = load_dataset("mnist", archive, cache_dir=tmp_path, limit_per_class=2,
                           progress=False)
     assert bundle.input_shape == (1, 28, 28) and bundle.classes == [str(d) for d in range(10)]

@@ -11,14 +11,7 @@ from ntksap.cli import main
 from ntksap.lab import ASI, DeepNTK, TwoLayer, asi, doubled, dynamics, frequency, zero_crossings
 from ntksap.ntk import empirical_ntk
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread avoids OpenMP stalls on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -30,14 +30,7 @@ from ntksap.ntk import (
 )
 from ntksap.ntk.memory import parse_bytes, plan_kernel
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread avoids OpenMP stalls on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def loop_jacobian(model: nn.Module, x: torch.Tensor, params: list[torch.Tensor] | None = None

@@ -21,12 +21,7 @@ SEED_ACC = {0: 0.80, 1: 0.82, 2: 0.84}
 SPARSITIES = (1 - 0.8 ** 10, 1 - 0.8 ** 14)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _run(root: Path, method: str, sparsity: float, seed: int, *, dead_fc: bool = False,

@@ -13,14 +13,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import shared_archive
 
 import ntksap
 from ntksap.cli import main
 from ntksap.errors import ConfigError, MissingDataError, UnknownNameError
 from ntksap.experiment import resolve, run_experiment
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
-CIFAR10 = SHARED / "cifar10-jpeg.tar.gz"
 QUICK = ["--preset", "cifar10-resnet20", "--dataset", "synthetic", "--limit-per-class", "30",
          "--model", "convnet", "--rounds", "2", "--repeats", "1", "--no-progress", "--json"]
 TIMING = ("seconds", "images_per_s")
@@ -97,11 +96,10 @@ def test_kill_9_then_rerun_ends_like_an_uninterrupted_run(tmp_path):
     assert _metrics(got["run_dir"]) == _metrics(expected["run_dir"])
 
 
-@pytest.mark.skipif(not CIFAR10.exists(), reason=f"the real CIFAR-10 archive is absent "
-                    f"({CIFAR10}); a user's checkout has no ../shared")
 def test_short_run_on_real_cifar10_beats_chance(capsys, tmp_path, monkeypatch):
+    archive = shared_archive("cifar10-jpeg.tar.gz")
     monkeypatch.setenv("NTKSAP_CACHE", str(tmp_path / "cache"))
-    out = _run(capsys, "--preset", "cifar10-resnet20", "--data-dir", str(SHARED),
+    out = _run(capsys, "--preset", "cifar10-resnet20", "--data-dir", str(archive.parent),
                "--limit-per-class", "300", "--method", "ntksap", "--sparsity", "0.5",
                "--rounds", "2", "--repeats", "1", "--epochs", "8", "--milestones", "6",
                "--out-dir", str(tmp_path / "runs"), "--no-progress", "--json")

@@ -29,13 +29,7 @@ QUICK = {"dataset": "synthetic", "model": "convnet", "limit_per_class": 20, "epo
          "batch_size": 32, "rounds": 2, "repeats": 1}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: tiny networks on shared, busy cores run many times faster so."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _write(tmp_path: Path, name: str = "t", **spec) -> Path:

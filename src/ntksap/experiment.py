@@ -142,14 +142,7 @@ def run_experiment(config: RunConfig, *, out_dir: str | Path = "runs",
     if rank == 0:
         _write_config(directory, config, device, world)
 
-    from .data import load_dataset  # the data stack is only needed past this point
-
-    bundle = load_dataset(config.dataset, data_dir, download,
-                          limit_per_class=config.limit_per_class or None, progress=progress)
-    if bundle.num_classes != config.num_classes:
-        raise ConfigError(f"the {config.dataset} data at {bundle.source} has "
-                          f"{bundle.num_classes} classes; preset {config.preset!r} needs "
-                          f"{config.num_classes}")
+    bundle = open_data(config, data_dir, download, progress)
     model = build_model(config.model, config.num_classes, seed=config.seed)
     initial = {k: v.clone() for k, v in model.state_dict().items()}
     if rank == 0 and not (directory / "init.pt").exists():
@@ -157,11 +150,7 @@ def run_experiment(config: RunConfig, *, out_dir: str | Path = "runs",
     masks = _masks(config, model, bundle, directory, device, progress, rank, distributed)
     if config.transform != "reinit":
         model.load_state_dict(initial)  # train from theta_0, whatever the scoring did
-    per_rank = max(1, config.train.batch_size // world)
-    train_loader = bundle.train_loader(per_rank, device, seed=config.seed, rank=rank,
-                                       world_size=world, channels_last=config.train.channels_last)
-    test_loader = bundle.test_loader(256, device, rank=rank, world_size=world,
-                                     channels_last=config.train.channels_last)
+    train_loader, test_loader = loaders(config, bundle, device, rank, world)
     result = train(model, train_loader, test_loader, config.train, directory, device=device,
                    masks=masks, progress=progress, distributed=distributed)
     summary = {
@@ -177,6 +166,32 @@ def run_experiment(config: RunConfig, *, out_dir: str | Path = "runs",
     if rank == 0:
         write_text_atomic(summary_path, json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def open_data(config: RunConfig, data_dir: str | Path | None, download: bool,
+              progress: bool) -> Any:
+    """The run's dataset (a :class:`ntksap.data.DatasetBundle`), checked against its preset."""
+    from .data import load_dataset  # the data stack is only needed here
+
+    bundle = load_dataset(config.dataset, data_dir, download,
+                          limit_per_class=config.limit_per_class or None, progress=progress)
+    if bundle.num_classes != config.num_classes:
+        raise ConfigError(f"the {config.dataset} data at {bundle.source} has "
+                          f"{bundle.num_classes} classes; preset {config.preset!r} needs "
+                          f"{config.num_classes}")
+    return bundle
+
+
+def loaders(config: RunConfig, bundle: Any, device: torch.device, rank: int = 0,
+            world: int = 1) -> tuple[Any, Any]:
+    """Training and test batches of ``bundle`` for this process (the global batch size is
+    split over ``world`` processes)."""
+    per_rank = max(1, config.train.batch_size // world)
+    channels_last = config.train.channels_last
+    return (bundle.train_loader(per_rank, device, seed=config.seed, rank=rank,
+                                world_size=world, channels_last=channels_last),
+            bundle.test_loader(256, device, rank=rank, world_size=world,
+                               channels_last=channels_last))
 
 
 def _write_config(directory: Path, config: RunConfig, device: torch.device, world: int) -> None:

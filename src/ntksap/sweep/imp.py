@@ -27,7 +27,7 @@ import torch
 from ..atomic import atomic_torch_save, write_text_atomic
 from ..engine import prune
 from ..errors import ConfigError
-from ..experiment import RunConfig, provenance, resolve
+from ..experiment import RunConfig, loaders, open_data, provenance, resolve
 from ..masks import Masks, measured_sparsity
 from ..models import build_model
 from ..train import train
@@ -94,23 +94,14 @@ def run_imp(config: ImpConfig, *, out_dir: str | Path = "runs",
         return {**json.loads(summary_path.read_text()), "already_done": True}
     _write_config(directory, config, device)
 
-    from ..data import load_dataset
-
-    bundle = load_dataset(run.dataset, data_dir, download,
-                          limit_per_class=run.limit_per_class or None, progress=progress)
-    if bundle.num_classes != run.num_classes:
-        raise ConfigError(f"the {run.dataset} data at {bundle.source} has "
-                          f"{bundle.num_classes} classes; preset {run.preset!r} needs "
-                          f"{run.num_classes}")
-    loaders = (bundle.train_loader(run.train.batch_size, device, seed=run.seed,
-                                   channels_last=run.train.channels_last),
-               bundle.test_loader(256, device, channels_last=run.train.channels_last))
+    bundle = open_data(run, data_dir, download, progress)
+    batches = loaders(run, bundle, device)
     model = build_model(run.model, run.num_classes, seed=run.seed)
     theta0 = {k: v.clone() for k, v in model.state_dict().items()}
     if not (directory / "init.pt").exists():
         atomic_torch_save(theta0, directory / "init.pt")
 
-    result = _dense_round(config, model, loaders, directory, device, progress)
+    result = _dense_round(config, model, batches, directory, device, progress)
     rewind = (theta0 if config.rewind_epoch == 0 else
               torch.load(directory / "rewind.pt", map_location="cpu", weights_only=True))
     rounds = [{"round": 0, "sparsity": 0.0, **_brief(result)}]
@@ -127,7 +118,7 @@ def run_imp(config: ImpConfig, *, out_dir: str | Path = "runs",
             write_text_atomic(folder / "densities.json", json.dumps(masks.layers(), indent=2))
         model = build_model(run.model, run.num_classes, seed=run.seed)
         model.load_state_dict(rewind)
-        result = train(model, *loaders, run.train, folder, device=device, masks=masks,
+        result = train(model, *batches, run.train, folder, device=device, masks=masks,
                        progress=progress)
         rounds.append({"round": t, "sparsity": sparsity, "remaining": masks.remaining,
                        "total": masks.total, "run_dir": str(folder), **_brief(result)})
