@@ -15,7 +15,7 @@ from torch import nn
 import ntksap
 from ntksap.batchnorm import batch_statistics
 from ntksap.cli import main
-from ntksap.errors import MaskMismatchError, MemoryBudgetError, OutputShapeError
+from ntksap.errors import ConfigError, MaskMismatchError, MemoryBudgetError, OutputShapeError
 from ntksap.ntk import (
     compare_spectra,
     condition_number,
@@ -392,3 +392,36 @@ def test_cli_ntk_runs_writes_each_runs_spectrum_for_the_report(capsys, tmp_path)
     assert "no run directories" in capsys.readouterr().err
     assert main(["ntk", "--inputs", "2"]) == 2
     assert "needs --model and --out" in capsys.readouterr().err
+
+
+def test_run_spectra_of_imp_rounds_and_unpruned_runs(tmp_path):
+    from ntksap.ntk import find_runs, run_spectrum
+
+    model = ntksap.build_model("convnet", 10, seed=3)
+    config = {"preset": "cifar10-resnet20", "method": "imp", "sparsity": 0.8, "seed": 3,
+              "model": "convnet", "num_classes": 10}
+    imp = tmp_path / "runs" / "imp-run"
+    (imp / "round1").mkdir(parents=True)
+    (imp / "config.json").write_text(json.dumps({"kind": "imp", "config": {"run": config}}))
+    rewind = {k: v + 0.5 for k, v in model.state_dict().items()}  # the rewind point
+    torch.save(model.state_dict(), imp / "init.pt")
+    torch.save(rewind, imp / "rewind.pt")
+    masks = ntksap.prune(model, "magnitude", 0.5,
+                         input_shape=ntksap.models.model_spec("convnet").input_shape)
+    masks.save(imp / "round1" / "masks.pt")
+    unpruned = tmp_path / "runs" / "snip-run"  # started, not pruned yet
+    unpruned.mkdir()
+    (unpruned / "config.json").write_text(json.dumps({"config": {**config, "method": "snip"}}))
+    # found below a folder: the IMP round, not the IMP run itself, nor the unpruned run
+    assert find_runs([tmp_path / "runs"]) == [imp / "round1"]
+    with pytest.raises(ConfigError, match="has not pruned"):
+        find_runs([unpruned])
+    record = run_spectrum(imp / "round1", inputs=2)
+    assert (imp / "round1" / "ntk_spectrum.json").exists()
+    assert record["method"] == "imp" and record["sparsity"] == pytest.approx(0.5, abs=0.01)
+    net = ntksap.build_model("convnet", 10)
+    net.load_state_dict(rewind)  # measured at the rewind point under the round's mask
+    x = torch.randn((2, *ntksap.models.model_spec("convnet").input_shape),
+                    generator=torch.Generator().manual_seed(0))
+    expected = eigenvalues(empirical_ntk(masks.apply(net), x))
+    assert rel(torch.tensor(record["eigenvalues"], dtype=torch.float64), expected) < 1e-5

@@ -4,7 +4,8 @@ For a run directory (as ``ntksap run`` and ``ntksap sweep`` leave it: ``config.j
 ``init.pt``, ``masks.pt``) :func:`run_spectrum` rebuilds the network at its initialization
 theta_0, computes the NTK spectrum of the dense network and of the masked one on the same
 Gaussian inputs (the paper's figure is at initialization, reference section 7), and writes
-``ntk_spectrum.json``, which ``ntksap report`` plots:
+``ntk_spectrum.json``, which ``ntksap report`` plots (for an IMP run, each round folder gets one:
+the rewind point under that round's mask):
 
     {"eigenvalues": [...], "dense_eigenvalues": [...], "inputs": 100, "input_seed": 0,
      "params": "all", "summary": {...}, "dense_summary": {...}}
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,30 +35,95 @@ from .memory import DEFAULT_BUDGET
 SPECTRUM_FILE = "ntk_spectrum.json"
 
 
+@dataclass(frozen=True)
+class RunNetwork:
+    """What a run directory's spectrum is measured on: the run's config, its starting weights
+    and its masks (``None`` for a dense run)."""
+
+    directory: Path
+    config: dict[str, Any]
+    weights: Path | None
+    masks: Path | None
+
+
 def find_runs(paths: Iterable[str | Path]) -> list[Path]:
-    """Run directories: each path that holds ``config.json``, or those found below it."""
+    """The run directories to measure: each path that is one, or those found below it.
+
+    A run (``ntksap run``) counts once it has pruned (``masks.pt``; dense runs always); an IMP
+    run counts through its round folders (``round<t>/masks.pt``). A run named directly that
+    cannot be measured yet is an error; one found below a folder is left out."""
     found: list[Path] = []
     for path in map(Path, paths):
         if not path.exists():
             raise FileNotFoundError(f"{str(path)!r} does not exist: give run directories "
                                     "(ntksap run / sweep --out-dir) or a folder of them")
-        dirs = [path] if (path / "config.json").exists() else sorted(
-            p.parent for p in path.rglob("config.json"))
-        found += [d for d in dirs if _run_config(d) is not None and d not in found]
+        if (path / "config.json").exists() or _imp_round(path):
+            candidates, named = [path], True
+        else:
+            candidates, named = sorted(p.parent for p in path.rglob("config.json")), False
+        for directory in candidates:
+            for target in _expand(directory, named):
+                if target not in found:
+                    found.append(target)
     if not found:
-        raise ConfigError(f"no run directories (with config.json naming a model) under "
-                          f"{', '.join(map(str, paths))}")
+        raise ConfigError(f"no run directories that have pruned (config.json naming a model, "
+                          f"and masks.pt unless dense) under {', '.join(map(str, paths))}")
     return found
 
 
-def _run_config(directory: Path) -> dict[str, Any] | None:
+def _expand(directory: Path, named: bool) -> list[Path]:
+    record = _record(directory)
+    if record is not None and record.get("kind") == "imp":
+        rounds = sorted((p.parent for p in directory.glob("round*/masks.pt")),
+                        key=lambda p: int(p.name[5:]) if p.name[5:].isdigit() else 0)
+        if not rounds and named:
+            raise ConfigError(f"IMP run {directory} has no pruned round yet (round*/masks.pt)")
+        return rounds
+    try:
+        network(directory)
+    except ConfigError:
+        if named:
+            raise
+        return []
+    return [directory]
+
+
+def _record(directory: Path) -> dict[str, Any] | None:
     try:
         record = json.loads((directory / "config.json").read_text())
     except (OSError, ValueError):
         return None
-    config = record.get("config", {})
-    config = config.get("run", config)
-    return config if isinstance(config, dict) and config.get("model") else None
+    return record if isinstance(record, dict) else None
+
+
+def _imp_round(directory: Path) -> bool:
+    record = _record(directory.parent)
+    return (directory.name.startswith("round") and record is not None
+            and record.get("kind") == "imp")
+
+
+def network(directory: str | Path) -> RunNetwork:
+    """The network a run directory (or an IMP round folder) holds at the start of training:
+    theta_0 (``init.pt``; for IMP the rewind point, ``rewind.pt`` when there is one) and its
+    masks. Raises :class:`ConfigError` when the directory is not a run or has not pruned."""
+    directory = Path(directory)
+    imp_round = _imp_round(directory)
+    home = directory.parent if imp_round else directory
+    record = _record(home)
+    config = (record or {}).get("config", {})
+    config = config.get("run", config) if isinstance(config, dict) else {}
+    if not isinstance(config, dict) or not config.get("model"):
+        raise ConfigError(f"{directory} is not a run directory: no config.json naming a model")
+    weights = next((home / name for name in (("rewind.pt", "init.pt") if imp_round
+                                             else ("init.pt",)) if (home / name).exists()),
+                   None)
+    masks = directory / "masks.pt"
+    if masks.exists():
+        return RunNetwork(directory, config, weights, masks)
+    if config.get("method", DENSE) == DENSE:
+        return RunNetwork(directory, config, weights, None)
+    raise ConfigError(f"{directory} has no masks.pt yet (the run has not pruned): run it "
+                      "first, or leave it out")
 
 
 def run_spectrum(directory: str | Path, *, inputs: int = 100, input_seed: int = 0,
@@ -66,10 +133,8 @@ def run_spectrum(directory: str | Path, *, inputs: int = 100, input_seed: int = 
                  progress: bool = False) -> dict[str, Any]:
     """Write ``<directory>/ntk_spectrum.json`` (see the module docstring) and return it, with
     ``"skipped": True`` when an equal one was already there."""
-    directory = Path(directory)
-    config = _run_config(directory)
-    if config is None:
-        raise ConfigError(f"{directory} is not a run directory: no config.json naming a model")
+    target = network(directory)
+    directory, config = target.directory, target.config
     path = directory / SPECTRUM_FILE
     settings = {"inputs": inputs, "input_seed": input_seed, "params": params}
     if path.exists() and not force:
@@ -81,16 +146,13 @@ def run_spectrum(directory: str | Path, *, inputs: int = 100, input_seed: int = 
             return {**old, "skipped": True}
     model = build_model(config["model"], int(config["num_classes"]),
                         seed=int(config.get("seed", 0)))
-    init = directory / "init.pt"
-    if init.exists():  # the run's own theta_0 (the seed rebuilds it too)
-        model.load_state_dict(torch.load(init, map_location="cpu", weights_only=True))
+    if target.weights is not None:  # the run's own theta_0 (the seed rebuilds it too)
+        model.load_state_dict(torch.load(target.weights, map_location="cpu",
+                                         weights_only=True))
     model.to(device)
     masks: dict[str, Masks] = {}
-    if (directory / "masks.pt").exists():
-        masks["pruned"] = Masks.load(directory / "masks.pt", model)
-    elif config.get("method", DENSE) != DENSE:
-        raise ConfigError(f"{directory} has no masks.pt yet (the run has not pruned): run it "
-                          "first, or leave it out")
+    if target.masks is not None:
+        masks["pruned"] = Masks.load(target.masks, model)
     shape = model_spec(config["model"]).input_shape
     generator = torch.Generator().manual_seed(input_seed)
     x = torch.randn((inputs, *shape), generator=generator).to(device)
@@ -100,7 +162,8 @@ def run_spectrum(directory: str | Path, *, inputs: int = 100, input_seed: int = 
     mine = comparison.eigenvalues["pruned"].tolist() if masks else dense
     rows = {r["network"]: r for r in comparison.rows}
     record = {"eigenvalues": mine, "dense_eigenvalues": dense, **settings,
-              "method": config.get("method", DENSE), "sparsity": config.get("sparsity", 0.0),
+              "method": config.get("method", DENSE),
+              "sparsity": masks["pruned"].sparsity if masks else 0.0,
               "summary": finite(rows["pruned" if masks else DENSE]),
               "dense_summary": finite(rows[DENSE])}
     write_text_atomic(path, json.dumps(record) + "\n")
