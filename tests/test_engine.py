@@ -209,3 +209,17 @@ def test_masks_for_another_model():
         masks.apply(ConvBN(num_classes=5))
     with pytest.raises(MaskMismatchError, match="no prunable layer 'conv1'"):
         masks.apply(ntksap.build_model("mlp"))
+
+
+def test_methods_without_a_forward_pass_need_no_input_shape():
+    model = ConvBN()
+    for method in ("magnitude", "random"):
+        plain = ntksap.prune(model, method, 0.5, seed=1)
+        shaped = ntksap.prune(model, method, 0.5, seed=1, input_shape=(2, 8, 8))
+        assert plain.remaining == shaped.remaining
+        assert all(torch.equal(plain[n], shaped[n]) for n in plain)
+    for method in ("synflow", "ntksap"):  # they run the network: the shape is required
+        with pytest.raises(NtksapError, match=f"{method}.*input_shape"):
+            ntksap.prune(model, method, 0.5)
+    with pytest.raises(MissingDataError):
+        ntksap.prune(model, "snip", 0.5)

@@ -109,7 +109,8 @@ def prune(model: nn.Module, method: str | Method, sparsity: float, *,
             linear in t.
         scope: "global" (one threshold over all layers), "layerwise" (same density per layer)
             or "erk".
-        input_shape: one example's shape, e.g. (3, 32, 32); default: taken from ``data``.
+        input_shape: one example's shape, e.g. (3, 32, 32); default: taken from ``data``
+            (random and magnitude, which never run the network, need neither).
         data: the pruning set, (x, y) tensors or an iterable of batches; required by the
             data-needing methods (snip, iter_snip, grasp, force).
         seed: seeds every random draw of the scoring and the tie-breaking: same seed, same mask.
@@ -213,14 +214,16 @@ def _prepare(model: nn.Module, scorer: Method, start_masks: Masks,
             f"method {scorer.name!r} needs a pruning set (real data with labels): pass "
             "data=(x, y) or a DataLoader to ntksap.prune, or --dataset on the command line; "
             "the data-free methods are random, magnitude, synflow and ntksap")
-    if input_shape is None:
-        if not batches:
-            raise NtksapError("give input_shape (one example's shape, e.g. (3, 32, 32)) or data")
+    if input_shape is None and batches:
         input_shape = tuple(batches[0][0].shape[1:])
-    input_shape = tuple(int(s) for s in input_shape)
+    if input_shape is None and scorer.needs_inputs:
+        raise NtksapError(f"method {scorer.name!r} runs the network: give input_shape (one "
+                          "example's shape, e.g. (3, 32, 32)) or data")
+    input_shape = tuple(int(s) for s in input_shape or ())
     channels_last = len(input_shape) == 3 if channels_last is None else channels_last
     net = _scoring_copy(model, start_masks, layers, device, channels_last)
-    num_outputs = _check_input_shape(net, input_shape, device)
+    # the forward check needs a shape; methods without a forward pass may go without one
+    num_outputs = _check_input_shape(net, input_shape, device) if input_shape else 0
     net.model.train(scorer.train_mode)
     ctx = ScoreContext(round=1, rounds=1, density=1.0, input_shape=input_shape,
                        num_outputs=num_outputs, data=batches,

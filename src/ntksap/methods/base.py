@@ -24,8 +24,8 @@ class ScoreContext:
     round: int  # 1-based
     rounds: int
     density: float  # the density this round prunes to
-    input_shape: tuple[int, ...]  # one example, without the batch dimension
-    num_outputs: int  # logits per example
+    input_shape: tuple[int, ...]  # one example, without the batch dimension; () if unknown
+    num_outputs: int  # logits per example; 0 if unknown (only for methods without inputs)
     data: list[Batch] | None  # pruning set batches on the scoring device, or None
     generator: torch.Generator  # seeded, on the scoring device
 
@@ -76,6 +76,7 @@ class Method:
 
     name: ClassVar[str]
     needs_data: ClassVar[bool] = False  # True: a pruning set is required
+    needs_inputs: ClassVar[bool] = True  # False: scores without a forward pass (no shape)
     default_rounds: ClassVar[int] = 1  # the method's own paper's T
     monotone: ClassVar[bool] = True  # False: pruned weights may come back (FORCE)
     train_mode: ClassVar[bool] = True  # BatchNorm mode of the scoring copy

@@ -15,6 +15,7 @@ class Magnitude(Method):
     mode; higher score = kept."""
 
     name = "magnitude"
+    needs_inputs = False
 
     def scores(self, net: ScoringNet, ctx: ScoreContext) -> dict[str, torch.Tensor]:
         return {n: w.detach().abs() for n, w in net.weights().items()}

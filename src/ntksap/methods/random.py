@@ -18,6 +18,7 @@ class Random(Method):
     """
 
     name = "random"
+    needs_inputs = False
 
     def scores(self, net: ScoringNet, ctx: ScoreContext) -> dict[str, torch.Tensor]:
         return {n: torch.rand(w.shape, generator=ctx.generator, device=w.device)
