@@ -86,6 +86,9 @@ class JacobianRows:
         self.logits, self.num_outputs, self.stats, self.backend = (
             logits, num_outputs, stats, backend)
         self.num_params = sum(c.size for c in columns)
+        self.by_module: dict[nn.Module, dict[str, int]] = {}  # module -> attr -> column index
+        for index, col in enumerate(columns):
+            self.by_module.setdefault(col.module, {})[col.attr] = index
         self.groups: list[int] = []  # the width of each group
         self.place: list[tuple[int, int]] = []  # each column's (group, offset)
         small = None
@@ -210,9 +213,7 @@ class JacobianRows:
         if any(c.out._version != c.version for cs in calls.values() for c in cs):
             raise _InplaceOutput
         flat = [(m, c) for m, cs in calls.items() for c in cs]
-        by_module: dict[nn.Module, dict[str, int]] = {}
-        for index, col in enumerate(self.columns):
-            by_module.setdefault(col.module, {})[col.attr] = index
+        by_module = self.by_module
         cache: dict[int, dict[str, torch.Tensor]] = {}  # unfolded inputs, normalized inputs
         n = len(x)
         for j, logit in enumerate(which.tolist()):  # one backward pass per logit, all inputs

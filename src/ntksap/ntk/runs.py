@@ -114,9 +114,8 @@ def network(directory: str | Path) -> RunNetwork:
     config = config.get("run", config) if isinstance(config, dict) else {}
     if not isinstance(config, dict) or not config.get("model"):
         raise ConfigError(f"{directory} is not a run directory: no config.json naming a model")
-    weights = next((home / name for name in (("rewind.pt", "init.pt") if imp_round
-                                             else ("init.pt",)) if (home / name).exists()),
-                   None)
+    names = ("rewind.pt", "init.pt") if imp_round else ("init.pt",)
+    weights = next((home / name for name in names if (home / name).exists()), None)
     masks = directory / "masks.pt"
     if masks.exists():
         return RunNetwork(directory, config, weights, masks)
