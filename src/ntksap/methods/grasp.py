@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 from torch.nn import functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .base import Method, ScoreContext, ScoringNet
 
@@ -20,6 +21,7 @@ class GraSP(Method):
     Sign convention: the paper writes S = -theta * (H g) and removes the highest S; this
     returns theta * (H g), and the engine keeps the highest, i.e. removes the lowest
     theta * (H g): the same choice. One-shot. BatchNorm in train mode on the scoring copy.
+    Attention runs PyTorch's math kernel: the fused ones have no double backward.
     """
 
     name = "grasp"
@@ -27,6 +29,11 @@ class GraSP(Method):
     temperature: float = 200.0
 
     def scores(self, net: ScoringNet, ctx: ScoreContext) -> dict[str, torch.Tensor]:
+        with sdpa_kernel(SDPBackend.MATH):
+            return self._hessian_gradient_scores(net, ctx)
+
+    def _hessian_gradient_scores(self, net: ScoringNet, ctx: ScoreContext
+                                 ) -> dict[str, torch.Tensor]:
         theta = {n: w.detach() for n, w in net.weights().items()}
         leaves = {n: (theta[n] * net.masks[n]).requires_grad_(True) for n in theta}
         params = list(leaves.values())

@@ -1,0 +1,107 @@
+"""Every registered method on models the project did not write: torchvision's ResNet-18, a
+timm ResNet and a timm vision transformer (no pretrained weights, small inputs).
+
+For each: exactly round(sparsity x N) weights removed, N counted here from the model's own
+Conv/Linear layers; every prunable layer gets a mask of its weight's shape; the model's
+weights, BatchNorm buffers and train/eval flag are untouched; the masked copy still runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import pytest
+import timm
+import torch
+import torchvision
+from torch import nn
+
+import ntksap
+from ntksap.methods import METHODS
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SHAPE = (3, 32, 32)
+CLASSES = 10
+SPARSITY = 0.8
+
+# tiny budgets for the expensive methods; options a method does not have are left out
+FAST = {
+    "ntksap": dict(repeats=1, samples=4, batch_size=4),
+    "prospr": dict(steps=1, inner_steps=1, iterations=1, batch_size=4),
+    "ntt": dict(steps=1, epochs=1, iterations=1, batch_size=4, samples=4),
+}
+
+
+def _torchvision_resnet18() -> nn.Module:
+    return torchvision.models.resnet18(num_classes=CLASSES)
+
+
+def _timm_resnet() -> nn.Module:  # timm's ResNet-18 layout at 1/8 of the width
+    return timm.create_model("resnet18", pretrained=False, num_classes=CLASSES,
+                             channels=(8, 16, 32, 64), stem_width=8)
+
+
+def _timm_vit() -> nn.Module:  # a two-block ViT on 32 x 32 images, 16 x 16 patches
+    return timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=CLASSES,
+                             img_size=32, patch_size=16, depth=2, embed_dim=48, num_heads=3)
+
+
+BUILDERS = {"torchvision-resnet18": _torchvision_resnet18, "timm-resnet": _timm_resnet,
+            "timm-vit": _timm_vit}
+CASES = [(method, {}) for method in METHODS] + [
+    ("ntksap", dict(pair_vmap=True, draws_per_pass=2))]  # NTK-SAP's GPU paths, on CPU
+
+
+@pytest.fixture(scope="module")
+def models() -> dict[str, nn.Module]:
+    """Each model built once, its BatchNorm statistics moved off their initial values."""
+    built = {}
+    for name, build in BUILDERS.items():
+        torch.manual_seed(0)
+        model = build()
+        model.train()
+        with torch.no_grad():
+            model(torch.randn(4, *SHAPE))
+        built[name] = model
+    return built
+
+
+def _options(method: str, extra: dict) -> dict:
+    fields = {f.name for f in dataclasses.fields(METHODS[method]) if f.init}
+    options = {k: v for k, v in FAST.get(method, {}).items() if k in fields}
+    if METHODS[method].needs_data:
+        g = torch.Generator().manual_seed(1)
+        x, y = torch.randn(8, *SHAPE, generator=g), torch.randint(0, CLASSES, (8,), generator=g)
+        options["data"] = [(x[:4], y[:4]), (x[4:], y[4:])]  # two batches
+    return {**options, **extra}
+
+
+def _prunable_sizes(model: nn.Module) -> dict[str, torch.Size]:
+    return {name: m.weight.shape for name, m in model.named_modules()
+            if isinstance(m, nn.Conv2d | nn.Linear)}
+
+
+@pytest.mark.parametrize("model_name", list(BUILDERS))
+@pytest.mark.parametrize(("method", "extra"), CASES,
+                         ids=[m + ("-gpu-paths" if e else "") for m, e in CASES])
+def test_every_method_prunes_any_model_exactly_and_leaves_it_alone(models, model_name, method,
+                                                                   extra):
+    model = models[model_name]
+    model.eval()  # not the scoring mode of most methods: it must come back as it was
+    before = copy.deepcopy(model.state_dict())
+    masks = ntksap.prune(model, method, SPARSITY, rounds=2, input_shape=SHAPE, seed=0,
+                         **_options(method, extra))
+
+    sizes = _prunable_sizes(model)
+    assert {n: masks[n].shape for n in masks} == sizes
+    total = sum(s.numel() for s in sizes.values())
+    removed = sum(int((~masks[n]).sum()) for n in masks)
+    assert removed == round(SPARSITY * total)
+    assert not model.training
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), f"{method} changed {key}"
+    pruned = masks.apply(copy.deepcopy(model))
+    with torch.no_grad():
+        assert torch.isfinite(pruned(torch.randn(2, *SHAPE))).all()
