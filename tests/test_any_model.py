@@ -29,8 +29,8 @@ SPARSITY = 0.8
 # tiny budgets for the expensive methods; options a method does not have are left out
 FAST = {
     "ntksap": dict(repeats=1, samples=4, batch_size=4),
-    "prospr": dict(steps=1, inner_steps=1, iterations=1, batch_size=4),
-    "ntt": dict(steps=1, epochs=1, iterations=1, batch_size=4, samples=4),
+    "prospr": dict(steps=1, batch_size=4),
+    "ntt": dict(steps=1, batch_size=4, ntk_inputs=2, progress=False),
 }
 
 
