@@ -23,6 +23,7 @@ from .errors import (
 )
 from .masks import LayerFilter, Masks, prunable_layers
 from .methods import Method, ScoreContext, ScoringNet, method_class
+from .methods.base import PRUNING_BATCH_SIZE
 from .models.init import kaiming_init_
 from .selection import SCOPES, select
 
@@ -71,24 +72,34 @@ def make_method(method: str | Method, options: dict[str, Any]) -> Method:
     return cls(**options)
 
 
-def as_batches(data: Any, device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
-    """A pruning set as a list of (x, y) batches on ``device``: from None, one (x, y) pair of
-    tensors, or any iterable of (x, y) batches such as a DataLoader."""
+def as_batches(data: Any, device: torch.device, batch_size: int = PRUNING_BATCH_SIZE,
+               dtype: torch.dtype | None = None) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+    """A pruning set as a list of (x, y) batches on ``device``, floating inputs in ``dtype``:
+    from None, one (x, y) pair of tensors (cut into batches of ``batch_size``, the last one
+    smaller, as a DataLoader without drop_last does), or any iterable of (x, y) batches such
+    as a DataLoader (used as it comes)."""
     if data is None:
         return None
     if isinstance(data, tuple | list) and len(data) == 2 and all(
             isinstance(t, torch.Tensor) for t in data):
-        data = [tuple(data)]
+        data = list(zip(data[0].split(batch_size), data[1].split(batch_size), strict=True))
     if not isinstance(data, Iterable):
         raise MissingDataError(f"data must be (x, y) tensors or an iterable of (x, y) batches; "
                                f"got {type(data).__name__}")
-    batches = [(x.to(device), y.to(device)) for x, y, *_ in data]
+    batches = [(_as_input(x, device, dtype), y.to(device)) for x, y, *_ in data]
     return batches or None
+
+
+def _as_input(x: torch.Tensor, device: torch.device, dtype: torch.dtype | None) -> torch.Tensor:
+    if dtype is not None and x.is_floating_point():
+        return x.to(device=device, dtype=dtype)
+    return x.to(device)
 
 
 def prune(model: nn.Module, method: str | Method, sparsity: float, *,
           rounds: int | None = None, schedule: str = "exponential", scope: str = "global",
-          input_shape: tuple[int, ...] | None = None, data: Any = None, seed: int = 0,
+          input_shape: tuple[int, ...] | None = None, data: Any = None,
+          batch_size: int = PRUNING_BATCH_SIZE, seed: int = 0,
           transform: str | None = None, layer_filter: LayerFilter | None = None,
           allow_layer_collapse: bool = True, device: str | torch.device | None = None,
           channels_last: bool | None = None, progress: bool = False,
@@ -111,8 +122,15 @@ def prune(model: nn.Module, method: str | Method, sparsity: float, *,
             or "erk".
         input_shape: one example's shape, e.g. (3, 32, 32); default: taken from ``data``
             (random and magnitude, which never run the network, need neither).
-        data: the pruning set, (x, y) tensors or an iterable of batches; required by the
-            data-needing methods (snip, iter_snip, grasp, force).
+        data: the pruning set, (x, y) tensors or an iterable of (x, y) batches such as a
+            DataLoader; required by the data-needing methods (snip, iter_snip, grasp, force).
+            Floating inputs are cast to the model's dtype.
+        batch_size: the pruning set's batch size, default 256 (reference section 3; CIFAR-10's
+            100 images are one batch). (x, y) tensors are cut into batches of this size (an
+            iterable of batches is used as it comes); the methods sum their gradients over the
+            batches (SNIP, Iterative SNIP, FORCE, GraSP), and NTK-SAP makes one draw per batch
+            per repeat, drawing its Gaussian inputs in batches of this size when no data is
+            given. Each batch is one BatchNorm batch.
         seed: seeds every random draw of the scoring and the tie-breaking: same seed, same mask.
         transform: sanity checks (Frankle et al. 2021): "shuffle" (permute each layer's mask,
             keeping its count), "reinit" (keep the mask, re-draw ``model``'s weights), "invert"
@@ -120,7 +138,11 @@ def prune(model: nn.Module, method: str | Method, sparsity: float, *,
         layer_filter: ``f(name, module) -> bool`` choosing which Conv/Linear layers are
             prunable, e.g. ``ntksap.exclude_layers("fc")``.
         allow_layer_collapse: when False, a layer left with no weight raises LayerCollapseError.
-        channels_last: score in channels_last memory format (default: for image inputs).
+        channels_last: score in channels_last memory format. Default: for image inputs on
+            CUDA only. On CPU, PyTorch's train-mode BatchNorm in channels_last is about 200x
+            less precise in float32, which changes a few tenths of a percent of SNIP's and
+            GraSP's kept weights; the default contiguous layout matches the reference
+            procedure exactly (benchmarks/RESULTS.md has the speed trade-off).
         on_round: called as ``on_round(t, masks)`` after each round.
         **options: the method's hyper-parameters, e.g. ``repeats=5, eps=0.01`` for NTK-SAP.
     """
@@ -142,8 +164,8 @@ def prune(model: nn.Module, method: str | Method, sparsity: float, *,
         raise NtksapError(f"the model is already pruned to sparsity {start_masks.sparsity:.4f}, "
                           f"beyond the requested {sparsity}; ask for a higher sparsity")
     removals = [max(r, total - start_masks.remaining) for r in removals]
-    net, ctx = _prepare(model, scorer, start_masks, input_shape, data, layer_filter, device,
-                        channels_last, seed)
+    net, ctx = _prepare(model, scorer, start_masks, input_shape, data, batch_size,
+                        layer_filter, device, channels_last, seed)
     device = ctx.generator.device
     tie_breaker = torch.Generator().manual_seed(seed)
     alive = {n: m.to(device) for n, m in start_masks.items()}
@@ -181,6 +203,7 @@ def prune(model: nn.Module, method: str | Method, sparsity: float, *,
     masks.meta.update(
         method=scorer.name, sparsity=sparsity, rounds=rounds, schedule=schedule, scope=scope,
         seed=seed, transform=transform, input_shape=list(ctx.input_shape),
+        batch_size=ctx.batch_size, channels_last=net.channels_last,
         options=dataclasses.asdict(scorer) if dataclasses.is_dataclass(scorer) else {},
         model=type(model).__name__, collapsed_layers=collapsed,
         seconds=time.perf_counter() - start)
@@ -188,27 +211,31 @@ def prune(model: nn.Module, method: str | Method, sparsity: float, *,
 
 
 def score(model: nn.Module, method: str | Method, *, input_shape: tuple[int, ...] | None = None,
-           data: Any = None, seed: int = 0, layer_filter: LayerFilter | None = None,
-           device: str | torch.device | None = None, channels_last: bool | None = None,
-           **options: Any) -> dict[str, torch.Tensor]:
+           data: Any = None, batch_size: int = PRUNING_BATCH_SIZE, seed: int = 0,
+           layer_filter: LayerFilter | None = None, device: str | torch.device | None = None,
+           channels_last: bool | None = None, **options: Any) -> dict[str, torch.Tensor]:
     """One round of ``method``'s scores for the prunable layers of ``model`` at its current
     masks (all ones if unmasked), computed on a private copy as :func:`prune` does."""
     scorer = make_method(method, options)
     net, ctx = _prepare(model, scorer, Masks.of(model, layer_filter), input_shape, data,
-                        layer_filter, device, channels_last, seed)
+                        batch_size, layer_filter, device, channels_last, seed)
     with torch.random.fork_rng(devices=_cuda_indices(ctx.generator.device)):
         torch.manual_seed(seed)
         return _checked_scores(scorer, net, ctx)
 
 
 def _prepare(model: nn.Module, scorer: Method, start_masks: Masks,
-             input_shape: tuple[int, ...] | None, data: Any, layer_filter: LayerFilter | None,
-             device: str | torch.device | None, channels_last: bool | None, seed: int
-             ) -> tuple[ScoringNet, ScoreContext]:
+             input_shape: tuple[int, ...] | None, data: Any, batch_size: int,
+             layer_filter: LayerFilter | None, device: str | torch.device | None,
+             channels_last: bool | None, seed: int) -> tuple[ScoringNet, ScoreContext]:
     """Check the inputs and build the scoring copy and the first round's context."""
     layers = prunable_layers(model, layer_filter)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise NtksapError(f"batch_size must be a positive integer (the pruning set's batch "
+                          f"size, default {PRUNING_BATCH_SIZE}); got {batch_size!r}")
     device = torch.device(device) if device is not None else _model_device(model)
-    batches = as_batches(data, device)
+    dtype = next(iter(layers.values())).weight.dtype
+    batches = as_batches(data, device, batch_size, dtype)
     if scorer.needs_data and not batches:
         raise MissingDataError(
             f"method {scorer.name!r} needs a pruning set (real data with labels): pass "
@@ -220,15 +247,24 @@ def _prepare(model: nn.Module, scorer: Method, start_masks: Masks,
         raise NtksapError(f"method {scorer.name!r} runs the network: give input_shape (one "
                           "example's shape, e.g. (3, 32, 32)) or data")
     input_shape = tuple(int(s) for s in input_shape or ())
-    channels_last = len(input_shape) == 3 if channels_last is None else channels_last
+    if channels_last is None:
+        channels_last = default_channels_last(input_shape, device)
     net = _scoring_copy(model, start_masks, layers, device, channels_last)
     # the forward check needs a shape; methods without a forward pass may go without one
     num_outputs = _check_input_shape(net, input_shape, device) if input_shape else 0
     net.model.train(scorer.train_mode)
     ctx = ScoreContext(round=1, rounds=1, density=1.0, input_shape=input_shape,
                        num_outputs=num_outputs, data=batches,
-                       generator=torch.Generator(device).manual_seed(seed))
+                       generator=torch.Generator(device).manual_seed(seed),
+                       batch_size=batch_size)
     return net, ctx
+
+
+def default_channels_last(input_shape: tuple[int, ...], device: torch.device) -> bool:
+    """Score image inputs in channels_last on CUDA only: on CPU, PyTorch's train-mode
+    BatchNorm is about 200x less precise in float32 in that layout, enough to change SNIP's
+    and GraSP's masks, while the contiguous layout matches the reference procedure."""
+    return len(input_shape) == 3 and device.type == "cuda"
 
 
 def _cuda_indices(device: torch.device) -> list[int]:
@@ -265,7 +301,7 @@ def _check_input_shape(net: ScoringNet, input_shape: tuple[int, ...],
     net.model.eval()
     try:
         with torch.no_grad():
-            out = net.forward(torch.zeros((2, *input_shape), device=device))
+            out = net.forward(torch.zeros((2, *input_shape), dtype=net.dtype, device=device))
     except (RuntimeError, ValueError, IndexError) as err:
         raise InputShapeError(
             f"the model cannot take inputs of shape {input_shape} (one example, no batch "

@@ -11,6 +11,7 @@ import torch
 from ..engine import SCHEDULES, TRANSFORMS, prune
 from ..masks import exclude_layers
 from ..methods import METHODS
+from ..methods.base import PRUNING_BATCH_SIZE
 from ..models import MODELS, build_model, model_spec
 from ..selection import SCOPES
 
@@ -45,6 +46,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", default=None,
                    help="pruning set for the data-needing methods (e.g. cifar10)")
     p.add_argument("--data-dir", default=None, help="where the dataset lies")
+    p.add_argument("--batch-size", type=int, default=PRUNING_BATCH_SIZE,
+                   help="pruning-set batch size (reference: 256); the data-needing methods "
+                        "sum their gradients over the batches, NTK-SAP makes one draw per "
+                        "batch per repeat")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default=None, help="mask file to write")
@@ -61,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     masks = prune(
         model, args.method, args.sparsity, rounds=args.rounds, schedule=args.schedule,
-        scope=args.scope, input_shape=input_shape, data=data, seed=args.seed,
+        scope=args.scope, input_shape=input_shape, data=data, batch_size=args.batch_size,
+        seed=args.seed,
         transform=args.transform,
         layer_filter=exclude_layers(*args.exclude) if args.exclude else None,
         allow_layer_collapse=not args.forbid_layer_collapse, device=args.device,

@@ -15,7 +15,9 @@ def pruning_set(dataset: ImageTensors | Dataset, per_class: int = 10, seed: int 
                 num_classes: int | None = None, device: torch.device | str = "cpu",
                 workers: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``per_class`` examples of every class (``10 x classes`` by default) as normalized
-    ``(x, y)`` tensors in a seeded shuffled order.
+    ``(x, y)`` tensors in a seeded shuffled order. :func:`ntksap.prune` cuts them into batches
+    of its ``batch_size`` (256, the reference's pruning batch size; CIFAR-10's 100 images are
+    one batch, CIFAR-100's 1,000 four), and the methods accumulate their scores over them.
 
     ``dataset`` is an :class:`ImageTensors` (normalized with its mean/std) or a map-style
     dataset with ``targets`` whose items are already normalized ``(tensor, label)`` pairs

@@ -16,6 +16,8 @@ from torch.func import functional_call
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
+PRUNING_BATCH_SIZE = 256  # the reference's pruning batch size (section 3)
+
 
 @dataclass
 class ScoreContext:
@@ -28,6 +30,7 @@ class ScoreContext:
     num_outputs: int  # logits per example; 0 if unknown (only for methods without inputs)
     data: list[Batch] | None  # pruning set batches on the scoring device, or None
     generator: torch.Generator  # seeded, on the scoring device
+    batch_size: int = PRUNING_BATCH_SIZE  # the pruning set's batch size (inputs drawn too)
 
 
 class ScoringNet:
@@ -50,6 +53,17 @@ class ScoringNet:
     def names(self) -> list[str]:
         return list(self.layers)
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype the copy scores in: its prunable weights' (inputs drawn in it too)."""
+        return next(iter(self.layers.values())).weight.dtype
+
+    def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` in the copy's memory format (channels_last for image batches if chosen)."""
+        if self.channels_last and x.dim() == 4:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
+
     def weights(self) -> dict[str, torch.Tensor]:
         """The copy's prunable weight parameters, by layer name."""
         return {name: module.weight for name, module in self.layers.items()}
@@ -64,10 +78,8 @@ class ScoringNet:
         weights times the current masks). Everything else comes from the copy itself."""
         if weights is None:
             weights = {n: w * self.masks[n] for n, w in self.weights().items()}
-        if self.channels_last and x.dim() == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
         overrides = {f"{name}.weight": w for name, w in weights.items()}
-        return functional_call(self.model, overrides, (x,))
+        return functional_call(self.model, overrides, (self.prepare_input(x),))
 
 
 class Method:

@@ -33,10 +33,13 @@ class NTKSAP(Method):
     itself (one pass fewer; statistics differ by O(1/(batch x spatial size)), which moves
     scores by up to about 2 % on ResNet-20).
 
-    Draws per round: ``repeats`` x the number of pruning-set batches. Data-free: with a pruning
-    set, its batches only set the shapes; without one, ``samples`` Gaussian inputs (default
-    10 x the number of logits) in batches of ``batch_size``. Defaults are CIFAR-10's: T = 20
-    (engine rounds), R = 5, eps = 0.01 (variance 1e-4), one batch of 100 per draw.
+    Draws per round: ``repeats`` x the number of pruning-set batches, as in the public code
+    (one draw per batch of its pruning loader per repeat). Data-free: with a pruning set, its
+    batches only set the shapes; without one, ``samples`` Gaussian inputs (default 10 x the
+    number of logits, the pruning set's size) in batches of the engine's ``batch_size`` (256,
+    reference section 3). Defaults are CIFAR-10's: T = 20 (engine rounds), R = 5, eps = 0.01
+    (variance 1e-4), one batch of 100 per draw. Inputs and noise are drawn in the model's
+    dtype.
 
     Speed, not semantics: with ``pair_vmap`` the unperturbed and perturbed networks run as one
     ``torch.func.vmap`` pass (grouped convolutions; default: on GPU only); up to
@@ -50,7 +53,6 @@ class NTKSAP(Method):
     repeats: int = 5
     eps: float = 0.01
     samples: int | None = None
-    batch_size: int = 256
     fused_statistics: bool = False
     draws_per_pass: int | None = None
     pair_vmap: bool | None = None
@@ -59,8 +61,8 @@ class NTKSAP(Method):
         if ctx.data:
             return [len(x) for x, _ in ctx.data]
         samples = self.samples or 10 * ctx.num_outputs
-        full, rest = divmod(samples, self.batch_size)
-        return [self.batch_size] * full + ([rest] if rest else [])
+        full, rest = divmod(samples, ctx.batch_size)
+        return [ctx.batch_size] * full + ([rest] if rest else [])
 
     def scores(self, net: ScoringNet, ctx: ScoreContext) -> dict[str, torch.Tensor]:
         masks = net.mask_leaves()
@@ -93,11 +95,13 @@ class NTKSAP(Method):
         for _ in range(draws):
             kaiming_init_(net.model, g)
             thetas.append({k: p.detach().clone() for k, p in net.model.named_parameters()})
-            zs.append(torch.randn((size, *ctx.input_shape), generator=g, device=g.device))
-            deltas.append({n: torch.randn(w.shape, generator=g, device=w.device) * self.eps
+            zs.append(torch.randn((size, *ctx.input_shape), generator=g, dtype=net.dtype,
+                                  device=g.device))
+            deltas.append({n: torch.randn(w.shape, generator=g, dtype=w.dtype,
+                                          device=w.device) * self.eps
                            for n, w in net.weights().items()})
         if draws == 1:
-            return self._draw_loss(net, masks, thetas[0], deltas[0], zs[0])
+            return self._draw_loss(net, masks, thetas[0], deltas[0], net.prepare_input(zs[0]))
         theta = {k: torch.stack([t[k] for t in thetas]) for k in thetas[0]}
         delta = {k: torch.stack([d[k] for d in deltas]) for k in deltas[0]}
         losses = vmap(lambda t, d, z: self._draw_loss(net, masks, t, d, z))(
@@ -107,9 +111,6 @@ class NTKSAP(Method):
     def _draw_loss(self, net: ScoringNet, masks: dict[str, torch.Tensor],
                    theta: dict[str, torch.Tensor], delta: dict[str, torch.Tensor],
                    z: torch.Tensor) -> torch.Tensor:
-        if net.channels_last and z.dim() == 4 and not torch._C._functorch.is_batchedtensor(z):
-            z = z.contiguous(memory_format=torch.channels_last)
-
         def forward(weights: dict[str, torch.Tensor]) -> torch.Tensor:
             params = {**theta, **{f"{n}.weight": w for n, w in weights.items()}}
             return functional_call(net.model, params, (z,))

@@ -8,8 +8,11 @@ tr K = ||J||_F^2 = sum over inputs i and logits c of ||d f_c(x_i) / d theta||^2:
 - :func:`finite_difference_trace` is NTK-SAP's estimate, E_delta ||f(theta + delta) -
   f(theta)||^2 / eps^2 with delta ~ N(0, eps^2 I): biased by the curvature, O(eps) relative.
 
-All three take the same ``params`` selection (default ``"all"``; NTK-SAP itself perturbs the
-``"prunable"`` weights) and evaluate BatchNorm with the batch's statistics, as the kernel does.
+All three take the same ``params`` selection (``"all"`` or ``"prunable"``) and evaluate
+BatchNorm with the batch's statistics, as the kernel does. The default is ``"all"`` for the
+exact trace and Hutchinson's, and ``"prunable"`` for the finite-difference estimate, which
+perturbs the Conv/Linear weights only, as NTK-SAP does; pass ``params`` to compare them on the
+same parameters.
 """
 
 from __future__ import annotations
@@ -164,15 +167,17 @@ def hutchinson_trace(model: nn.Module, inputs: torch.Tensor, *, samples: int = 6
 
 
 def finite_difference_trace(model: nn.Module, inputs: torch.Tensor, *, samples: int = 64,
-                            eps: float = 0.01, params: str = "all",
+                            eps: float = 0.01, params: str = "prunable",
                             logits: Sequence[int] | None = None, seed: int = 0,
                             probes_per_pass: int = 16,
                             memory_budget: str | int | float = DEFAULT_BUDGET,
                             progress: bool = False) -> TraceEstimate:
     """NTK-SAP's finite-difference estimate (reference section 3): ||f(x; theta + delta) -
-    f(x; theta)||^2 / eps^2 with delta ~ N(0, eps^2 I) on the selected parameters, both
-    networks with the unperturbed batch's BatchNorm statistics. It tends to the Hutchinson
-    estimate as eps -> 0; for finite eps the curvature adds a bias."""
+    f(x; theta)||^2 / eps^2 with delta ~ N(0, eps^2 I) on the selected parameters, by default
+    the prunable (Conv/Linear) weights only, as NTK-SAP perturbs them (``params="all"``
+    perturbs every parameter, estimating the trace of the full NTK); both networks with the
+    unperturbed batch's BatchNorm statistics. It tends to the Hutchinson estimate on the same
+    parameters as eps -> 0; for finite eps the curvature adds a bias."""
     if not eps > 0:
         raise ConfigError(f"eps must be positive, got {eps}")
 
