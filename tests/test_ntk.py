@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import ConvBN, TinyLinear, TwoLayer
+from oracles import ntk_jacobian
 from torch import nn
 
 import ntksap
-from ntksap.batchnorm import batch_statistics
 from ntksap.cli import main
 from ntksap.errors import ConfigError, MaskMismatchError, MemoryBudgetError, OutputShapeError
 from ntksap.ntk import (
@@ -33,26 +33,6 @@ from ntksap.ntk.memory import parse_bytes, plan_kernel
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def loop_jacobian(model: nn.Module, x: torch.Tensor, params: list[torch.Tensor] | None = None
-                  ) -> torch.Tensor:
-    """The straightforward oracle: one backward pass per (input, logit), each input alone,
-    BatchNorm in eval form with the whole batch's statistics."""
-    params = list(model.parameters()) if params is None else params
-    model.eval()
-    rows = []
-    with batch_statistics(model, "record_train") as stats:
-        with torch.no_grad():
-            model(x)
-        for i in range(len(x)):
-            stats.set_mode("replay")
-            out = model(x[i:i + 1])[0]
-            for c in range(len(out)):
-                grads = torch.autograd.grad(out[c], params, retain_graph=True, allow_unused=True)
-                rows.append(torch.cat([(torch.zeros_like(p) if g is None else g).flatten()
-                                       for p, g in zip(params, grads, strict=True)]))
-    return torch.stack(rows)
-
-
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.double() - b.double()).abs().max() / b.double().abs().max())
 
@@ -68,9 +48,9 @@ def inputs(n: int, shape=(3, 32, 32), seed: int = 0, dtype=torch.float32) -> tor
 # ----- the kernel
 
 
-def test_kernel_equals_loop_oracle_in_float64():
+def test_kernel_equals_the_oracle_in_float64():
     model, x = convnet(dtype=torch.float64), inputs(5, dtype=torch.float64)
-    J = loop_jacobian(model, x)
+    J = ntk_jacobian(model, x)
     K = empirical_ntk(model, x)
     assert K.shape == (50, 50) and K.dtype == torch.float64
     assert rel(K, J @ J.T) < 1e-12
@@ -84,7 +64,7 @@ def test_kernel_is_symmetric_psd_and_trace_is_sum_of_squared_gradient_norms(back
     assert torch.equal(K, K.T)
     eigs = eigenvalues(K)
     assert float(eigs.min()) > -1e-10 * float(eigs.max())
-    J = loop_jacobian(model, x)
+    J = ntk_jacobian(model, x)
     norms = J.pow(2).sum(1)  # squared per-example, per-logit gradient norms
     assert float(K.trace()) == pytest.approx(float(norms.sum()), rel=1e-12)
     assert ntk_trace(model, x, backend=backend) == pytest.approx(float(norms.sum()), rel=1e-12)
@@ -121,12 +101,12 @@ class Wide(nn.Module):
 def test_large_layers_dense_and_masked_against_the_oracle():
     torch.manual_seed(0)
     model, x = Wide().double(), torch.randn(4, 3, 8, 8, dtype=torch.float64)
-    J = loop_jacobian(model, x)
+    J = ntk_jacobian(model, x)
     assert rel(empirical_ntk(model, x), J @ J.T) < 1e-12
     masks = ntksap.Masks({n: torch.rand_like(m.weight) > 0.6
                           for n, m in ntksap.prunable_layers(model).items()})
     masks.apply(model)
-    J = loop_jacobian(model, x)
+    J = ntk_jacobian(model, x)
     for backend in ("structured", "func"):
         assert rel(empirical_ntk(model, x, backend=backend), J @ J.T) < 1e-12
     assert ntk_trace(model, x) == pytest.approx(float(J.pow(2).sum()), rel=1e-12)
@@ -201,7 +181,7 @@ def test_inplace_activation_after_a_hooked_layer():
     model = nn.Sequential(nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4), nn.ReLU(inplace=True),
                           nn.Flatten(), nn.Linear(4 * 36, 3)).double()
     x = torch.randn(3, 2, 8, 8, dtype=torch.float64)
-    J = loop_jacobian(model, x)
+    J = ntk_jacobian(model, x)
     assert rel(empirical_ntk(model, x, backend="structured"), J @ J.T) < 1e-12
 
 
@@ -219,7 +199,7 @@ def test_any_model_through_the_func_backend():
 
     model = Odd().double()
     x = torch.randn(4, 2, 6, 6, dtype=torch.float64)
-    J = loop_jacobian(model, x)
+    J = ntk_jacobian(model, x)
     assert rel(empirical_ntk(model, x), J @ J.T) < 1e-12
 
 
