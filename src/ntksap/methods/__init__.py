@@ -9,6 +9,8 @@ from .grasp import GraSP
 from .iter_snip import IterSNIP
 from .magnitude import Magnitude
 from .ntksap import NTKSAP
+from .ntt import NTT
+from .prospr import ProsPr
 from .random import Random
 from .snip import SNIP
 from .synflow import SynFlow
@@ -22,6 +24,8 @@ METHODS: dict[str, type[Method]] = {
     "synflow": SynFlow,
     "ntksap": NTKSAP,
     "force": FORCE,
+    "prospr": ProsPr,
+    "ntt": NTT,
 }
 
 

@@ -1,0 +1,298 @@
+"""ProsPr and Neural Tangent Transfer against oracles written from their papers' definitions:
+SGD through torch.optim and finite differences for ProsPr's meta-gradient, per-example
+autograd Jacobians for NTT's kernel distance."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from conftest import ConvBN
+from torch import nn
+from torch.nn import functional as F
+
+import ntksap
+from ntksap.errors import ConfigError, MemoryBudgetError, MissingDataError
+from ntksap.methods import METHODS, ScoreContext, ScoringNet
+from ntksap.methods.ntt import NTT, cross_kernel
+from ntksap.methods.prospr import ProsPr
+from ntksap.ntk import empirical_ntk
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _images(n: int, seed: int = 0, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(n, 2, 6, 6, generator=g, dtype=dtype),
+            torch.randint(0, 3, (n,), generator=g))
+
+
+def _conv_bn(dtype=torch.float32) -> nn.Module:
+    """ConvBN with BatchNorm statistics moved off their initial values, in eval mode."""
+    torch.manual_seed(0)
+    model = ConvBN().to(dtype)
+    model.train()
+    with torch.no_grad():
+        model(_images(8, seed=5, dtype=dtype)[0])
+    return model.eval()
+
+
+def _prunable(model: nn.Module) -> dict[str, nn.Module]:
+    return {n: m for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)}
+
+
+# ----- ProsPr
+
+def test_prospr_with_no_steps_is_snip():
+    model = _conv_bn()
+    data = _images(10)
+    snip = ntksap.score(model, "snip", data=data)
+    prospr = ntksap.score(model, "prospr", data=data, steps=0)
+    for name in snip:
+        torch.testing.assert_close(prospr[name], snip[name], rtol=0, atol=0)
+
+
+def _loss_after_sgd(model: nn.Module, weights: dict[str, torch.Tensor],
+                    batches: list[tuple[torch.Tensor, torch.Tensor]], lr: float,
+                    momentum: float) -> torch.Tensor:
+    """The cross-entropy on the last batch after len(batches) - 1 steps of torch.optim.SGD
+    on every parameter, from ``model`` with its prunable weights replaced by ``weights``,
+    BatchNorm in train mode."""
+    net = copy.deepcopy(model).train()
+    with torch.no_grad():
+        for name, module in _prunable(net).items():
+            module.weight.copy_(weights[name])
+    sgd = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum)
+    for x, y in batches[:-1]:
+        sgd.zero_grad()
+        F.cross_entropy(net(x), y).backward()
+        sgd.step()
+    x, y = batches[-1]
+    with torch.no_grad():
+        return F.cross_entropy(net(x), y)
+
+
+@pytest.mark.parametrize(("momentum", "new_batch_per_step"), [(0.0, False), (0.9, True)])
+def test_prospr_meta_gradient_equals_finite_differences_through_the_steps(
+        momentum, new_batch_per_step):
+    model = _conv_bn(torch.float64)
+    x, y = _images(9, seed=1, dtype=torch.float64)
+    steps, lr, size = 2, 0.2, 4
+    if new_batch_per_step:  # step k on examples 4k .. 4k + 3 of the set, wrapping around
+        order = [list(range(4 * k, 4 * k + 4)) for k in range(steps + 1)]
+        batches = [(x[[i % 9 for i in idx]], y[[i % 9 for i in idx]]) for idx in order]
+    else:
+        batches = [(x[:size], y[:size])] * (steps + 1)
+    scores = ntksap.score(model, "prospr", data=(x, y), steps=steps, lr=lr, momentum=momentum,
+                          meta_batch_size=size, new_batch_per_step=new_batch_per_step)
+    theta = {n: m.weight.detach().clone() for n, m in _prunable(model).items()}
+    g = torch.Generator().manual_seed(3)
+    h = 1e-6
+    for name, weight in theta.items():
+        for flat in torch.randperm(weight.numel(), generator=g)[:6].tolist():
+            index = torch.unravel_index(torch.tensor(flat), weight.shape)
+            plus, minus = dict(theta), dict(theta)
+            mask = torch.ones_like(weight)
+            mask[index] += h
+            plus[name] = weight * mask
+            mask[index] -= 2 * h
+            minus[name] = weight * mask
+            difference = (_loss_after_sgd(model, plus, batches, lr, momentum)
+                          - _loss_after_sgd(model, minus, batches, lr, momentum)) / (2 * h)
+            assert float(scores[name][index]) == pytest.approx(abs(float(difference)),
+                                                               rel=1e-5, abs=1e-9)
+
+
+def test_prospr_first_order_is_the_gradient_after_the_steps_times_theta():
+    model = _conv_bn(torch.float64)
+    x, y = _images(6, seed=2, dtype=torch.float64)
+    scores = ntksap.score(model, "prospr", data=(x, y), steps=3, lr=0.1, first_order=True)
+    net = copy.deepcopy(model).train()
+    theta = {n: m.weight.detach().clone() for n, m in _prunable(net).items()}
+    sgd = torch.optim.SGD(net.parameters(), lr=0.1)
+    for _ in range(3):
+        sgd.zero_grad()
+        F.cross_entropy(net(x), y).backward()
+        sgd.step()
+    sgd.zero_grad()
+    F.cross_entropy(net(x), y).backward()
+    for name, module in _prunable(net).items():
+        torch.testing.assert_close(scores[name], (module.weight.grad * theta[name]).abs())
+
+
+def test_prospr_refuses_steps_over_its_memory_budget():
+    with pytest.raises(MemoryBudgetError, match="lower meta_batch_size.*first_order=True"):
+        ntksap.prune(_conv_bn(), "prospr", 0.5, data=_images(6), memory_budget="1KiB")
+
+
+@pytest.mark.parametrize("options", [dict(steps=-1), dict(steps=1.5), dict(lr=0),
+                                     dict(momentum=1.0), dict(meta_batch_size=0),
+                                     dict(first_order="yes"), dict(memory_budget="lots")])
+def test_prospr_options_are_checked(options):
+    with pytest.raises(ConfigError):
+        ProsPr(**options)
+
+
+def test_prospr_needs_data():
+    with pytest.raises(MissingDataError):
+        ntksap.prune(_conv_bn(), "prospr", 0.5, input_shape=(2, 6, 6))
+
+
+# ----- NTT
+
+class BiasMLP(nn.Module):
+    """f(x) = W2 tanh(W1 x + b1) + b2: no BatchNorm, so the oracle's kernel is plain."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(4, 6)
+        self.fc2 = nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(torch.tanh(self.fc1(x)))
+
+
+def _kernel(model: nn.Module, weights: dict[str, torch.Tensor],
+            masks: dict[str, torch.Tensor], x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+    """K(x1, x2)[(i, c), (j, d)] = <d f_c(x1_i), d f_d(x2_j)> over every parameter of the
+    network with weights ``weights * masks``, the gradients taken with respect to the
+    unmasked weights (a pruned weight's column is zero); each row one autograd gradient of
+    one logit of one example."""
+    net = copy.deepcopy(model)
+    layers = _prunable(net)
+    with torch.no_grad():
+        for name, module in layers.items():
+            module.weight.copy_(weights[name] * masks[name])
+    chain = {id(m.weight): masks[n].to(m.weight.dtype) for n, m in layers.items()}
+
+    def rows(x: torch.Tensor) -> torch.Tensor:
+        out = []
+        for xi in x:
+            logits = net(xi[None])[0]
+            for c in range(len(logits)):
+                grads = torch.autograd.grad(logits[c], list(net.parameters()),
+                                            retain_graph=True)
+                out.append(torch.cat([(g * chain.get(id(p), 1.0)).flatten()
+                                      for g, p in zip(grads, net.parameters(), strict=True)]))
+        return torch.stack(out)
+
+    return rows(x1) @ rows(x2).T
+
+
+def _context(model: nn.Module, x: torch.Tensor, density: float) -> tuple[ScoringNet,
+                                                                           ScoreContext]:
+    layers = _prunable(model)
+    net = ScoringNet(model, layers, {n: torch.ones_like(m.weight) for n, m in layers.items()})
+    ctx = ScoreContext(round=1, rounds=1, density=density, input_shape=tuple(x.shape[1:]),
+                       num_outputs=3, data=[(x, torch.zeros(len(x), dtype=torch.long))],
+                       generator=torch.Generator().manual_seed(0))
+    return net, ctx
+
+
+def test_ntt_lowers_the_ntk_distance_to_the_dense_teacher(double_precision):
+    torch.manual_seed(1)
+    teacher = BiasMLP()
+    x = torch.randn(8, 4, generator=torch.Generator().manual_seed(2))
+    density = 0.5
+    student = copy.deepcopy(teacher)
+    for p in student.parameters():
+        p.requires_grad_(False)
+    net, ctx = _context(student, x, density)
+    learned = NTT(steps=40, lr=1e-2, inputs_per_step=8, ntk_weight=1.0,  # tiny kernels: weigh them
+                  progress_bar=False).transfer(net, ctx)
+
+    theta = {n: m.weight.detach() for n, m in _prunable(teacher).items()}
+    flat = torch.cat([w.abs().flatten() for w in theta.values()])
+    threshold = flat.sort(descending=True).values[round(density * len(flat)) - 1]
+    start = {n: w.abs() >= threshold for n, w in theta.items()}  # the magnitude mask
+    for name in start:
+        assert torch.equal(learned.masks[name], start[name])  # no update within 40 steps
+    x1, x2 = x[:4], x[4:]
+    dense = {n: torch.ones_like(w) for n, w in theta.items()}
+    target = _kernel(teacher, theta, dense, x1, x2)
+    before = _kernel(teacher, theta, start, x1, x2) - target
+    after_student = copy.deepcopy(teacher)
+    with torch.no_grad():
+        for name, p in after_student.named_parameters():
+            p.copy_(learned.params[name])
+    learned_weights = {n: learned.params[f"{n}.weight"] for n in theta}
+    after = _kernel(after_student, learned_weights, start, x1, x2) - target
+    assert after.pow(2).mean() < 0.7 * before.pow(2).mean()
+    history = [h["ntk_distance"] for h in learned.history]
+    assert len(history) == 40
+    assert history[0] == pytest.approx(float(before.pow(2).mean()), rel=1e-9)
+    assert history[-1] < 0.7 * history[0]
+
+
+def test_ntt_student_kernel_is_the_projects_ntk(double_precision):
+    model = _conv_bn(torch.float64)
+    x = _images(6, seed=4, dtype=torch.float64)[0]
+    params = {k: p.detach() for k, p in model.named_parameters()}
+    masks = {n: torch.ones_like(m.weight, dtype=torch.bool) for n, m in _prunable(model).items()}
+    from ntksap.batchnorm import batch_statistics
+
+    with batch_statistics(model, "record_train") as stats:
+        with torch.no_grad():
+            model(x)
+        student = cross_kernel(model, params, masks, x[:3], x[3:], stats)
+    whole = empirical_ntk(model, x)
+    torch.testing.assert_close(student, whole[:9, 9:])
+
+
+def test_ntt_prunes_exactly_and_leaves_the_model_alone():
+    model = _conv_bn()
+    before = copy.deepcopy(model.state_dict())
+    masks = ntksap.prune(model, "ntt", 0.7, data=_images(10), steps=3, inputs_per_step=6,
+                         progress_bar=False)
+    assert masks.total - masks.remaining == round(0.7 * masks.total)
+    assert not model.training
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
+def test_prospr_leaves_the_model_alone():
+    model = _conv_bn()
+    before = copy.deepcopy(model.state_dict())
+    masks = ntksap.prune(model, "prospr", 0.7, data=_images(10))
+    assert masks.total - masks.remaining == round(0.7 * masks.total)
+    assert not model.training
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
+def test_ntt_without_steps_is_magnitude_pruning():
+    model = _conv_bn()
+    ntt = ntksap.prune(model, "ntt", 0.6, data=_images(6), steps=0)
+    magnitude = ntksap.prune(model, "magnitude", 0.6)
+    for name in ntt:
+        assert torch.equal(ntt[name], magnitude[name])
+
+
+def test_ntt_never_uses_the_labels():
+    model = _conv_bn()
+    x, y = _images(8)
+    a = ntksap.prune(model, "ntt", 0.6, data=(x, y), steps=2, progress_bar=False)
+    b = ntksap.prune(model, "ntt", 0.6, data=(x, (y + 1) % 3), steps=2, progress_bar=False)
+    for name in a:
+        assert torch.equal(a[name], b[name])
+
+
+def test_ntt_refuses_a_kernel_over_its_memory_budget():
+    with pytest.raises(MemoryBudgetError, match="lower ntk_inputs"):
+        ntksap.prune(_conv_bn(), "ntt", 0.5, data=_images(6), memory_budget="1KiB")
+
+
+@pytest.mark.parametrize("options", [dict(steps=-1), dict(ntk_inputs=1), dict(lr=0.0),
+                                     dict(ntk_weight=-1.0), dict(inputs_per_step=1),
+                                     dict(mask_scope="rows"), dict(progress_bar=1)])
+def test_ntt_options_are_checked(options):
+    with pytest.raises(ConfigError):
+        NTT(**options)
+
+
+def test_both_are_registered_with_their_papers_rounds():
+    assert METHODS["prospr"] is ProsPr and METHODS["ntt"] is NTT
+    assert ProsPr.default_rounds == 1 and NTT.default_rounds == 1
+    assert ProsPr.needs_data and NTT.needs_data
+    assert (ProsPr().steps, ProsPr().lr, ProsPr().meta_batch_size) == (3, 0.1, 128)
