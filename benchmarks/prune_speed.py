@@ -2,12 +2,28 @@
 
 Each method runs with its paper defaults: NTK-SAP T = 20, R = 5, 100 Gaussian inputs per draw;
 SynFlow T = 100; Iterative SNIP T = 20; FORCE T = 10; SNIP and GraSP one-shot; the
-data-needing methods on 100 random CIFAR-shaped examples with labels (speed only). In the same
-run NTK-SAP is also timed through a plain re-statement of the public reference procedure
-(``ntksap.reference``), and the two results are compared: the largest relative difference of
-the first round's scores and the overlap of the final masks.
+data-needing methods on 100 random CIFAR-shaped examples with labels (speed only; one pruning
+batch, as CIFAR-10's 100 images are with the reference's batch size of 256). The engine's
+default memory layout is NCHW on CPU and channels_last on CUDA; each method is timed in both
+layouts, adjacently, with the number of kept weights that differ between the two layouts'
+masks (float32 rounding: on CPU, train-mode BatchNorm in channels_last; for the iterative
+methods the difference grows over the rounds).
+
+In the same run NTK-SAP is timed against a plain re-statement of the public code's procedure
+(``ntksap.reference``: the perturbed twin deep-copied once per round, a separate no-grad
+train-mode statistics pass, two forward passes and one backward per draw), in each memory
+layout, both sides in the same layout: ``speed-up`` = reference seconds / ours in that layout.
+The fused-statistics variant runs in the default layout. Scores are compared with the
+reference's in the same layout: the largest relative difference of the first round's scores,
+and the overlap of the final masks.
+
+``--per-draw`` instead times single draws (rounds of ``--draws`` draws, the procedures
+alternating, the fastest of ``--repeat`` rounds after a warm-up) of the reference, ours exact,
+fused statistics, ``pair_vmap=True`` and ``draws_per_pass=--draws``, in both layouts.
 
     python benchmarks/prune_speed.py [--json] [--methods ntksap,snip] [--device cuda]
+                                     [--no-reference] [--threads N]
+                                     [--per-draw [--draws 5] [--repeat 3]]
 """
 
 from __future__ import annotations
@@ -21,22 +37,32 @@ import time
 import torch
 
 import ntksap
-from ntksap.engine import prune
+from ntksap.engine import default_channels_last, prune
 from ntksap.methods import METHODS
+from ntksap.methods.ntksap import NTKSAP
 from ntksap.reference import NTKSAPReference
 
 SPARSITY = 0.982
+SHAPE = (3, 32, 32)
+# each method's paper defaults where the engine's differ; one line per method
+OPTIONS: dict[str, dict] = {
+    "ntksap": {"repeats": 5, "eps": 0.01, "samples": 100},
+}
+LAYOUTS = {"NCHW": False, "channels_last": True}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
 
 
 def timed_prune(method, data, device, **kw) -> tuple[ntksap.Masks, float]:
     model = ntksap.build_model("resnet20", 10, seed=0).to(device)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    _sync(device)
     start = time.perf_counter()
-    masks = prune(model, method, SPARSITY, input_shape=(3, 32, 32), data=data, seed=0,
+    masks = prune(model, method, SPARSITY, input_shape=SHAPE, data=data, seed=0,
                   device=device, **kw)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    _sync(device)
     return masks, time.perf_counter() - start
 
 
@@ -56,49 +82,106 @@ def first_round_scores(method, device, **kw) -> dict[str, torch.Tensor]:
     return captured
 
 
-def compare_with_reference(ours: ntksap.Masks, ours_seconds: float, options: dict,
-                           device: torch.device, quiet: bool) -> dict:
-    """Time the reference procedure and the fused-statistics variant; compare their scores."""
-    reference = NTKSAPReference(**options)
-    ref_masks, ref_seconds = timed_prune(reference, None, device, channels_last=False)
-    fused_masks, fused_seconds = timed_prune("ntksap", None, device, fused_statistics=True,
-                                             **options)
-    theirs = first_round_scores(reference, device, channels_last=False)
+def max_rel(scores: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]) -> float:
+    """Largest |difference| over the layer's largest reference score, over all layers."""
+    return max(float((scores[n] - reference[n]).abs().max() / reference[n].abs().max())
+               for n in scores)
 
-    def max_rel(scores: dict[str, torch.Tensor]) -> float:
-        return max(float((scores[n] - theirs[n]).abs().max() / theirs[n].abs().max())
-                   for n in scores)
 
-    def overlap(masks: ntksap.Masks) -> float:
-        return sum(int((masks[n] & ref_masks[n]).sum()) for n in masks) / ref_masks.remaining
+def overlap(masks: ntksap.Masks, reference: ntksap.Masks) -> float:
+    return sum(int((masks[n] & reference[n]).sum()) for n in masks) / reference.remaining
 
-    method = ntksap.methods.NTKSAP(**options)
-    out = {
-        "reference_seconds": ref_seconds, "ntksap_speedup": ref_seconds / ours_seconds,
-        "ntksap_fused_seconds": fused_seconds,
-        "ntksap_fused_speedup": ref_seconds / fused_seconds,
-        "score_max_rel_diff": max_rel(first_round_scores(method, device)),
-        "score_max_rel_diff_same_layout": max_rel(first_round_scores(method, device,
-                                                                     channels_last=False)),
-        "score_max_rel_diff_fused": max_rel(first_round_scores(
-            ntksap.methods.NTKSAP(**options, fused_statistics=True), device)),
-        "mask_overlap": overlap(ours), "mask_overlap_fused": overlap(fused_masks),
-    }
+
+def default_layout(device: torch.device) -> str:
+    return "channels_last" if default_channels_last(SHAPE, device) else "NCHW"
+
+
+def compare_with_reference(device: torch.device, ours_masks: dict[str, ntksap.Masks],
+                           ours_seconds: dict[str, float], quiet: bool) -> dict:
+    """NTK-SAP (timed by the caller in each layout) against the reference procedure in the
+    same layout; the fused-statistics variant in the default layout."""
+    options = OPTIONS["ntksap"]
+    reference, ours = NTKSAPReference(**options), NTKSAP(**options)
+    default = default_layout(device)
+    rows, out = [], {"default_layout": default, "layouts": {}}
+    for layout, channels_last in LAYOUTS.items():
+        ref_masks, ref_s = timed_prune(reference, None, device, channels_last=channels_last)
+        our_s = ours_seconds[layout]
+        ref_scores = first_round_scores(reference, device, channels_last=channels_last)
+        entry = {
+            "reference_seconds": ref_s, "ntksap_seconds": our_s, "speedup": ref_s / our_s,
+            "score_max_rel_diff": max_rel(first_round_scores(ours, device,
+                                                             channels_last=channels_last),
+                                          ref_scores),
+            "mask_overlap": overlap(ours_masks[layout], ref_masks),
+        }
+        if layout == default:
+            fused = NTKSAP(**options, fused_statistics=True)
+            fused_masks, fused_s = timed_prune(fused, None, device)
+            entry.update(
+                fused_seconds=fused_s, fused_speedup=ref_s / fused_s,
+                fused_score_max_rel_diff=max_rel(first_round_scores(fused, device),
+                                                 ref_scores),
+                fused_mask_overlap=overlap(fused_masks, ref_masks))
+        out["layouts"][layout] = entry
+        mark = " (default)" if layout == default else ""
+        rows += [(f"reference, {layout}", ref_s, 1.0, 0.0, 1.0),
+                 (f"ntksap exact, {layout}{mark}", our_s, entry["speedup"],
+                  entry["score_max_rel_diff"], entry["mask_overlap"])]
+        if "fused_seconds" in entry:
+            rows.append((f"ntksap fused_statistics, {layout}{mark}", entry["fused_seconds"],
+                         entry["fused_speedup"], entry["fused_score_max_rel_diff"],
+                         entry["fused_mask_overlap"]))
+    out["default_speedup"] = out["layouts"][default]["speedup"]
     if not quiet:
-        rows = [("reference (deepcopy twin, separate pass)", ref_seconds, 1.0, 0.0, 1.0),
-                ("ntksap (default: exact statistics)", ours_seconds, out["ntksap_speedup"],
-                 out["score_max_rel_diff"], out["mask_overlap"]),
-                ("ntksap fused_statistics=True", fused_seconds, out["ntksap_fused_speedup"],
-                 out["score_max_rel_diff_fused"], out["mask_overlap_fused"])]
-        print(f"\nNTK-SAP, T = 20, R = 5, 100 inputs per draw\n  {'procedure':<42}"
+        print(f"\nNTK-SAP, T = 20, R = {options['repeats']}, {options['samples']} inputs per "
+              f"draw, against the reference procedure in the same layout\n  {'procedure':<42}"
               f"{'seconds':>8} {'speed-up':>9} {'score diff':>11} {'mask overlap':>13}")
         for name, sec, speedup, diff, same in rows:
             print(f"  {name:<42}{sec:8.2f} {speedup:9.2f} {diff:11.2e} {same:13.4f}")
-        print("  score diff: largest |difference| of one round's scores over the layer's "
-              "largest score,\n  against the reference. Ours in the reference's memory "
-              f"layout (NCHW): {out['score_max_rel_diff_same_layout']:.2e}; other gaps are\n"
-              "  float32 rounding (channels_last) and, fused, O(1/n) BatchNorm statistics. "
-              "Masks after 20\n  rounds of such scores can differ widely (mask overlap).")
+        print("  speed-up and score diff against the reference in the same layout; score diff: "
+              "largest |difference|\n  of one round's scores over the layer's largest score. "
+              "Masks after 20 rounds of such scores\n  can differ widely (mask overlap).")
+    return out
+
+
+def per_draw(device: torch.device, draws: int, repeat: int, quiet: bool) -> dict:
+    """Seconds per draw of one round of ``draws`` draws (batch 100), after a warm-up round;
+    the procedures alternate ``repeat`` times and the fastest round of each counts."""
+    options = {**OPTIONS["ntksap"], "repeats": draws}
+    procedures = {
+        "reference": NTKSAPReference(**options),
+        "ntksap exact": NTKSAP(**options, pair_vmap=False, draws_per_pass=1),
+        "ntksap fused_statistics": NTKSAP(**options, fused_statistics=True, pair_vmap=False,
+                                          draws_per_pass=1),
+        "ntksap pair_vmap": NTKSAP(**options, pair_vmap=True, draws_per_pass=1),
+        f"ntksap draws_per_pass={draws}": NTKSAP(**options, pair_vmap=False,
+                                                 draws_per_pass=draws),
+    }
+    model = ntksap.build_model("resnet20", 10, seed=0).to(device)
+    out: dict[str, dict[str, float]] = {}
+    for layout, channels_last in LAYOUTS.items():
+        out[layout] = {name: float("inf") for name in procedures}
+        for attempt in range(repeat + 1):  # the first pass warms up (oneDNN primitives)
+            for name, method in procedures.items():
+                _sync(device)
+                start = time.perf_counter()
+                ntksap.score(model, method, input_shape=SHAPE, seed=0, device=device,
+                             channels_last=channels_last)
+                _sync(device)
+                if attempt:
+                    out[layout][name] = min(out[layout][name],
+                                            (time.perf_counter() - start) / draws)
+    if not quiet:
+        print(f"NTK-SAP seconds per draw (ResNet-20, batch 100, one round of {draws} draws, "
+              f"fastest of {repeat} after a warm-up)\n  {'procedure':<30}" +
+              "".join(f"{layout:>15}" for layout in LAYOUTS))
+        for name in procedures:
+            print(f"  {name:<30}" + "".join(f"{out[lay][name]:15.3f}" for lay in LAYOUTS))
+        for layout in LAYOUTS:
+            ratios = ", ".join(f"{name} {out[layout]['reference'] / s:.2f}x"
+                               for name, s in out[layout].items() if name != "reference")
+            print(f"  speed-up over the reference, {layout}: {ratios}")
     return out
 
 
@@ -110,36 +193,61 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--no-reference", action="store_true",
                         help="skip the reference NTK-SAP procedure")
+    parser.add_argument("--per-draw", action="store_true",
+                        help="time single NTK-SAP draws of each procedure instead")
+    parser.add_argument("--draws", type=int, default=5, help="draws per timed round")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="--per-draw: timed rounds of each procedure (fastest counts)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads (default: torch's)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    g = torch.Generator().manual_seed(0)
-    data = (torch.randn(100, 3, 32, 32, generator=g), torch.randint(0, 10, (100,), generator=g))
-    ntk_options = {"repeats": 5, "eps": 0.01, "samples": 100, "batch_size": 100}
-
-    seconds: dict[str, float] = {}
-    masks: dict[str, ntksap.Masks] = {}
-    for name in args.methods.split(","):
-        options = ntk_options if name == "ntksap" else {}
-        needs = METHODS[name].needs_data
-        masks[name], seconds[name] = timed_prune(name, data if needs else None, device,
-                                                 **options)
-        if not args.json:
-            print(f"{name:>12}: {seconds[name]:8.2f} s  (rounds {masks[name].meta['rounds']}, "
-                  f"kept {masks[name].remaining})", flush=True)
-
     result: dict = {"device": str(device), "cpu": platform.processor() or platform.machine(),
                     "threads": torch.get_num_threads(), "torch": torch.__version__,
-                    "sparsity": SPARSITY, "seconds": seconds}
+                    "sparsity": SPARSITY}
+    if args.per_draw:
+        result["per_draw_seconds"] = per_draw(device, args.draws, args.repeat, args.json)
+        if args.json:
+            print(json.dumps(result))
+        return
+    g = torch.Generator().manual_seed(0)
+    data = (torch.randn(100, *SHAPE, generator=g), torch.randint(0, 10, (100,), generator=g))
+
+    default = default_layout(device)
+    seconds: dict[str, dict[str, float]] = {}
+    masks: dict[str, dict[str, ntksap.Masks]] = {}
+    moved: dict[str, int] = {}
+    for name in args.methods.split(","):
+        needs = METHODS[name].needs_data
+        seconds[name], masks[name] = {}, {}
+        for layout, channels_last in LAYOUTS.items():  # adjacent, same options
+            masks[name][layout], seconds[name][layout] = timed_prune(
+                name, data if needs else None, device, channels_last=channels_last,
+                **OPTIONS.get(name, {}))
+        nchw, last = masks[name]["NCHW"], masks[name]["channels_last"]
+        moved[name] = sum(int((nchw[n] & ~last[n]).sum()) for n in nchw)
+        if not args.json:
+            print(f"{name:>12}: " + ", ".join(f"{lay} {sec:.2f} s"
+                                              for lay, sec in seconds[name].items())
+                  + f"  (rounds {nchw.meta['rounds']}, kept {nchw.remaining}, {moved[name]} "
+                  "kept weights differ between the layouts)", flush=True)
+    result.update(seconds=seconds, default_layout=default, layout_mask_difference=moved)
     if "ntksap" in seconds and not args.no_reference:
-        result.update(compare_with_reference(masks["ntksap"], seconds["ntksap"], ntk_options,
-                                             device, args.json))
+        result["ntksap_reference"] = compare_with_reference(
+            device, masks["ntksap"], seconds["ntksap"], args.json)
     if args.json:
         print(json.dumps(result))
         return
-    print(f"\n{'method':>12} | seconds\n{'-' * 13}+{'-' * 9}")
-    for name, s in seconds.items():
-        print(f"{name:>12} | {s:7.2f}")
-
+    print(f"\n{'method':>12} | {'NCHW':>8} | {'chan_last':>9} | {'NCHW/CL':>7} | kept weights "
+          f"differing (of {nchw.remaining})\n{'-' * 13}+{'-' * 10}+{'-' * 11}+{'-' * 9}+"
+          f"{'-' * 20}")
+    for name, sec in seconds.items():
+        print(f"{name:>12} | {sec['NCHW']:8.2f} | {sec['channels_last']:9.2f} | "
+              f"{sec['NCHW'] / sec['channels_last']:7.2f} | {moved[name]}")
+    print(f"default layout on {device.type}: {default}; seconds per method in each layout, "
+          "timed adjacently; NCHW/CL > 1: channels_last is faster")
 
 if __name__ == "__main__":
     main()
