@@ -54,37 +54,43 @@ class NTT(Method):
             + (l2_weight / density) * ||theta_s * m||^2  (prunable weights only),
 
     K(x1, x2) the cross-kernel between the two halves of the batch's first ``ntk_inputs``
-    images over all parameters and all logit pairs. The score of a weight is |theta_s| after
-    the last step: the paper's mask parameterization is the student's weight magnitudes (its
-    mask is the top-k of |theta_s|, re-chosen every ``mask_update_every`` steps), so these
-    are its relaxed mask values and the engine's exact-k selection is the final projection.
-    Higher score = kept.
+    images, over all parameters and all logit pairs. The score of a weight is |theta_s|
+    after the last step: the paper's mask parameterization is the student's weight
+    magnitudes (its mask is the top-k of |theta_s|, re-chosen every ``mask_update_every``
+    steps; there is no separate mask variable), so these are its relaxed mask values and the
+    engine's exact-k selection is the final projection. Higher score = kept.
 
-    Facts from the paper's code (the MNIST demo's settings): student starts as the teacher
-    under the teacher's magnitude mask, Adam (betas 0.9, 0.999, eps 1e-8) with learning rate
-    5e-4, batches of 64, ntk_weight 1e-3, l2_weight 1e-5, mask update every 100 steps
-    except in the last 100, 20 epochs; every parameter trains (biases, BatchNorm affine
-    too), gradients reach pruned weights through the mask (zero), and pruned weights keep
-    their value and may return at an update.
+    Facts from the paper's code (its MNIST demo's settings): the student starts as the
+    teacher under the teacher's magnitude mask; Adam (betas 0.9, 0.999, eps 1e-8) with
+    learning rate 5e-4, batches of 64 (``inputs_per_step``), ntk_weight 1e-3, l2_weight
+    1e-5, mask update every 100 steps except in the last 100, 20 epochs; every parameter
+    trains (biases and BatchNorm affine parameters too); pruned weights get no gradient
+    through the mask, keep their value and may return at an update.
 
-    Choices the paper leaves open or that differ here: ``steps`` default is ``epochs`` (the
-    paper's 20) over the pruning set's images (CIFAR-10's 100 images at batch 64: 2 batches,
-    40 steps; the paper's 20 epochs of MNIST are 18,720 steps); the batches are the pruning
-    set in its own (seeded, shuffled) order, cut into batches of ``inputs_per_step`` (the
-    paper's batch size; the engine's ``batch_size`` only cuts the pruning set) and cycled, so the
-    teacher's outputs and kernel are computed once per batch (a last batch of one image is
-    left out: it has no two halves); ``ntk_inputs`` default: the whole batch, as
-    the paper (set it lower for large models: the Jacobians take 4 x ntk_inputs x logits x
-    parameters floats); ``mask_scope`` of the student's masks "global" (the engine's default
-    scope; the paper's code defaults to layerwise: pass mask_scope="layerwise" with
-    scope="layerwise"); masks of later rounds stay inside the weights still alive. BatchNorm:
-    each network normalizes with its own batch's statistics (a no-grad train-mode pass, then
-    eval form, no gradient through them: the project's NTK convention, reference section 7),
-    for the outputs and the kernels alike. The teacher's kernel comes from
-    :func:`ntksap.ntk.empirical_ntk`; the student's must be differentiable, which that code
-    is not, so it is built with ``torch.func`` (``vmap`` of ``jacrev``) in the same
-    convention (tested equal). The paper then trains the sparse network from the learned
-    theta_s; a pruning method here returns masks only, and training starts from theta_0.
+    Choices the paper leaves open, or that differ here:
+    - ``steps``: by default ``epochs`` (the paper's 20) over the pruning set's images:
+      CIFAR-10's 100 images at 64 per step are 2 batches, so 40 steps (the paper's 20 epochs
+      of MNIST are 18,720 steps).
+    - Batches: the pruning set in its own (seeded, shuffled) order, cut into batches of
+      ``inputs_per_step`` and cycled, so the teacher's outputs and kernel are computed once
+      per batch; a last batch of one image (no two halves) is left out. The engine's
+      ``batch_size`` only cuts the pruning set.
+    - ``ntk_inputs`` 16, the kernel of 8 images against 8 (the paper pairs the halves of the
+      whole batch: ``ntk_inputs=64``). The student's Jacobians take about 4 x ntk_inputs x
+      logits x parameters floats (checked against ``memory_budget``, default the device's
+      free memory); on ResNet-20 a step takes seconds on a CPU.
+    - ``mask_scope`` of the student's masks: "global", the engine's default scope (the
+      paper's code defaults to layerwise: pass mask_scope="layerwise" with scope="layerwise").
+      In later rounds the masks stay inside the weights still alive.
+    - BatchNorm: each network normalizes with its own batch's statistics (a no-grad
+      train-mode pass, then eval form, no gradient through them: the project's NTK
+      convention, reference section 7), for the outputs and the kernels alike.
+    - The teacher's kernel comes from :func:`ntksap.ntk.empirical_ntk`; the student's must
+      be differentiable, which that code is not, so :func:`cross_kernel` builds it with
+      ``torch.func`` (``vmap`` of ``jacrev``) in the same convention (tested equal).
+    - The paper then trains the sparse network from the learned theta_s; a pruning method
+      here returns masks only, and training starts from theta_0.
+
     ``progress_bar`` shows a bar over the steps (``prune(progress=...)`` is the engine's).
     """
 
@@ -96,7 +102,7 @@ class NTT(Method):
     ntk_weight: float = 1e-3
     l2_weight: float = 1e-5
     mask_update_every: int = 100
-    ntk_inputs: int | None = None
+    ntk_inputs: int | None = 16
     mask_scope: str = "global"
     epochs: int = 20
     progress_bar: bool = True
@@ -167,7 +173,7 @@ class NTT(Method):
         return learned
 
     def _halves(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The two halves of the batch's first ``ntk_inputs`` images (default: all)."""
+        """The two halves of the batch's first ``ntk_inputs`` images (None: all of them)."""
         n = min(len(x), self.ntk_inputs or len(x))
         return x[:n // 2], x[n // 2:n]
 
