@@ -1,9 +1,11 @@
 """Wall time of every pruning method on ResNet-20 with CIFAR-10 shapes at 98.2 % sparsity.
 
 Each method runs with its paper defaults: NTK-SAP T = 20, R = 5, 100 Gaussian inputs per draw;
-SynFlow T = 100; Iterative SNIP T = 20; FORCE T = 10; SNIP and GraSP one-shot; the
-data-needing methods on 100 random CIFAR-shaped examples with labels (speed only; one pruning
-batch, as CIFAR-10's 100 images are with the reference's batch size of 256). The engine's
+SynFlow T = 100; Iterative SNIP T = 20; FORCE T = 10; SNIP and GraSP one-shot; ProsPr
+one-shot through K = 3 SGD steps (full meta-gradient); NTT 40 Adam steps (20 epochs of the 100
+images at 64 per step, a kernel of 16 inputs); the data-needing methods on 100 random
+CIFAR-shaped examples with labels (speed only; one pruning batch, as CIFAR-10's 100 images
+are with the reference's batch size of 256). The engine's
 default memory layout is NCHW on CPU and channels_last on CUDA; each method is timed in both
 layouts, adjacently, with the number of kept weights that differ between the two layouts'
 masks (float32 rounding: on CPU, train-mode BatchNorm in channels_last; for the iterative
