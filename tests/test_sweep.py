@@ -87,8 +87,16 @@ def test_spec_errors_name_the_problem(tmp_path, change, message):
 
 def test_paper_configs_expand():
     counts = {p.stem: len(expand(load_spec(p)).jobs) for p in sorted(CONFIGS.glob("*.yaml"))}
-    assert counts["cifar10-resnet20"] == 7 * 9 * 3 + 3
-    assert counts["cifar100-vgg16"] == counts["tinyimagenet-resnet18"] == 7 * 9 * 3 + 3
+    # the paper's seven methods and dense, plus a separate group of extra methods
+    assert counts["cifar10-resnet20"] == 7 * 9 * 3 + 3 + 2 * 9 * 3  # prospr, ntt
+    assert counts["cifar100-vgg16"] == counts["tinyimagenet-resnet18"] == 7 * 9 * 3 + 3 + 9 * 3
+    for name in ("cifar10-resnet20", "cifar100-vgg16", "tinyimagenet-resnet18"):
+        jobs = expand(load_spec(CONFIGS / f"{name}.yaml")).jobs
+        paper = {j.config["method"] for j in jobs if j.labels["group"] != "extra"}
+        assert paper == {"random", "magnitude", "snip", "iter_snip", "grasp", "synflow",
+                         "ntksap", "dense"}
+        assert {j.config["method"] for j in jobs if j.labels["group"] == "extra"} <= {
+            "prospr", "ntt"}
     assert counts["imagenet"] == 2 * (7 * 2 + 1)
     assert counts["ablation-T"] == 4 * 5 * 3 and counts["ablation-eps"] == 3 * 5 * 3
     assert counts["sanity-cifar10-resnet20"] == 7 * 4 * 3 * 4
