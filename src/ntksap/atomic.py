@@ -1,8 +1,10 @@
 """Atomic file writes: a temporary file in the same folder, fsync, then a rename, so a process
-killed at any moment leaves either the old file or the new one, never a torn one."""
+killed at any moment leaves either the old file or the new one, never a torn one. A full disk
+is a :class:`~ntksap.errors.DiskFullError` naming the file, the old file left as it was."""
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Callable
@@ -11,12 +13,20 @@ from typing import IO, Any
 
 import torch
 
+from .errors import DiskFullError
+
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
     """Call ``write(file)`` on a temporary binary file, then rename it over ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as err:
+        _raise_if_disk_full(err, path)
+        raise
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -24,9 +34,30 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide a shared cache from other users
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        _raise_if_disk_full(err, path)
         raise
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """Whether ``err``, or an error it arose from, is "no space left" (or a full quota).
+    torch.save reports a failed write as a RuntimeError whose context is the OSError."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, DiskFullError) or (
+                isinstance(err, OSError) and err.errno in _NO_SPACE):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def _raise_if_disk_full(err: BaseException, path: Path) -> None:
+    if is_disk_full(err) and not isinstance(err, DiskFullError):
+        raise DiskFullError(f"the disk is full: no space left to write {path} (its previous "
+                            "version, if any, is intact); free some space and run again",
+                            str(path)) from err
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:

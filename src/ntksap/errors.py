@@ -53,6 +53,22 @@ class CheckpointError(NtksapError):
     """An unreadable or mismatched training checkpoint (names the file and the fix)."""
 
 
+class MethodOptionError(ConfigError):
+    """A pruning method's option out of its range (names the method, the option, the range)."""
+
+
+class DiskFullError(NtksapError):
+    """No space left to write a file; what was written before is intact (names the file)."""
+
+    def __init__(self, message: str, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class RunLockedError(NtksapError):
+    """Another process is working in the same run directory (names it and its pid)."""
+
+
 class SweepError(NtksapError):
     """A sweep that cannot go on: its workers keep dying, or its backend is missing."""
 

@@ -5,17 +5,22 @@ Run directory ``OUT/<preset>/<method>-sp<sparsity>-seed<seed>-<digest>``; the di
 every field of the resolved :class:`RunConfig`, so a finished run is found and reported, not
 redone, and any changed setting gets its own directory. It holds ``config.json`` (config, seed,
 package versions, git commit), ``init.pt`` (theta_0), ``masks.pt``, ``densities.json``,
-``metrics.jsonl``, ``checkpoint.pt``, ``done.json`` and ``summary.json``.
+``metrics.jsonl``, ``checkpoint.pt``, ``done.json``, ``summary.json`` and ``.lock`` (locked by
+the process working in it). Nothing is created before the whole run is checked.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
+import os
 import platform
+import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -23,16 +28,37 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from .atomic import atomic_torch_save, write_text_atomic
-from .engine import check_sparsity, prune, reinitialize
-from .errors import ConfigError
+from .atomic import atomic_torch_save, is_disk_full, write_text_atomic
+from .effective import effective_sparsity, layer_report
+from .engine import TRANSFORMS, check_sparsity, make_method, prune, reinitialize
+from .errors import (
+    CheckpointError,
+    ConfigError,
+    DiskFullError,
+    InputShapeError,
+    RunLockedError,
+    UnknownNameError,
+)
 from .masks import Masks, measured_sparsity
 from .methods import METHODS, method_class
 from .models import build_model, model_spec
-from .train import TrainConfig, get_preset, train
+from .selection import SCOPES
+from .train import PRESETS, TrainConfig, get_preset, train
 from .train.checkpoint import read_done
+from .train.config import Preset
+from .train.loop import evaluate
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: runs are not locked
+    fcntl = None  # type: ignore[assignment]
 
 DENSE = "dense"
+SUMMARY = "summary.json"
+LOCK = ".lock"
+# every dataset name ntksap.data knows (kept here: the data stack is imported only to load)
+DATASET_NAMES = ("cifar10", "cifar100", "tinyimagenet", "imagenet", "mnist", "folder",
+                 "synthetic")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,53 +79,118 @@ class RunConfig:
     limit_per_class: int = 0  # 0 = the whole dataset
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     eps: float = 0.0  # NTK-SAP's perturbation std; 0 = the method's default (0.01)
+    holdout: float = 0.0  # fraction of the training set held out for validation; 0 = none
 
 
-def resolve(preset: str, method: str, sparsity: float, *, seed: int = 0, dataset: str = "",
-            model: str = "", num_classes: int = 0, rounds: int = 0, repeats: int = 0,
-            scope: str = "global", transform: str = "", limit_per_class: int = 0,
-            train_overrides: dict[str, Any] | None = None, eps: float = 0.0) -> RunConfig:
-    """A complete :class:`RunConfig` from a preset and the flags that override it."""
+def resolve(preset: str, method: str, sparsity: float, *, seed: int = 0,
+            dataset: str | None = None, model: str | None = None,
+            num_classes: int | None = None, rounds: int | None = None,
+            repeats: int | None = None, scope: str = "global", transform: str | None = None,
+            limit_per_class: int | None = None, train_overrides: dict[str, Any] | None = None,
+            eps: float | None = None, holdout: float | None = None) -> RunConfig:
+    """A complete :class:`RunConfig` from a preset and the flags that override it.
+
+    ``holdout`` (default: the preset's) is the fraction of the training set held out as a
+    validation split, in [0, 1).
+
+    ``None`` (or ``""`` for a name) means "not given": the preset's or the method's value.
+    A given count (num_classes, rounds, repeats, limit_per_class) must be a whole number >= 1
+    and ``eps`` a number > 0: zero is an error, never a stand-in for the default. The
+    method's options are checked by building the method."""
     p = get_preset(preset)
-    if eps and method != "ntksap":
+    for name, value in (("num_classes", num_classes), ("rounds", rounds),
+                        ("repeats", repeats), ("limit_per_class", limit_per_class)):
+        _check_count(name, value)
+    if eps is not None and method != "ntksap":
         raise ConfigError(f"eps is NTK-SAP's perturbation size; method {method!r} has no eps: "
                           "drop it or use method ntksap")
-    if eps < 0:
-        raise ConfigError(f"eps must be positive, or 0 for NTK-SAP's default 0.01; got {eps}")
+    if eps is not None and not (_is_number(eps) and 0 < eps < float("inf")):
+        raise ConfigError(f"eps (NTK-SAP's perturbation std) must be a number > 0; got {eps!r}; "
+                          f"leave it out for the default {METHODS['ntksap'].eps}")
+    if holdout is not None and not (_is_number(holdout) and 0 <= holdout < 1):
+        raise ConfigError(f"holdout (--holdout) is the fraction of the training set held out "
+                          f"for validation, in [0, 1); got {holdout!r}")
     if method != DENSE:
         method_class(method)
         check_sparsity(sparsity)
     else:
         sparsity = 0.0
-    if num_classes and num_classes != p.num_classes:
+    if num_classes is not None and num_classes != p.num_classes:
         raise ConfigError(f"--num-classes {num_classes} contradicts preset {preset!r} "
                           f"({p.dataset}, {p.num_classes} classes); drop the flag or pick a "
                           "preset for that dataset")
-    if dataset and dataset not in (p.dataset, "folder", "synthetic"):
-        raise ConfigError(f"--dataset {dataset} contradicts preset {preset!r}, which trains on "
-                          f"{p.dataset}; pick the preset for {dataset}, or use 'folder' for "
-                          "another copy of the same classes")
+    _check_dataset(p, dataset)
     if model:
         model_spec(model)
+    if scope not in SCOPES:
+        raise UnknownNameError("scope", scope, SCOPES)
+    if transform and transform not in TRANSFORMS:
+        raise UnknownNameError("transform", transform, TRANSFORMS)
     is_ntksap = method == "ntksap"
     if is_ntksap and eps == METHODS["ntksap"].eps:
-        eps = 0.0  # the default, spelled out: the same run
-    return RunConfig(
+        eps = None  # the default, spelled out: the same run
+    config = RunConfig(
         preset=preset, method=method, sparsity=float(sparsity), seed=seed,
         dataset=dataset or p.dataset, model=model or p.model, num_classes=p.num_classes,
         rounds=rounds or (p.prune_rounds if is_ntksap else
                           (METHODS[method].default_rounds if method != DENSE else 0)),
         repeats=(repeats or p.prune_repeats) if is_ntksap else 0, scope=scope,
-        transform=transform, limit_per_class=limit_per_class,
-        train=dataclasses.replace(p.train, **(train_overrides or {})), eps=float(eps))
+        transform=transform or "", limit_per_class=limit_per_class or 0,
+        train=dataclasses.replace(p.train, **(train_overrides or {})), eps=float(eps or 0.0),
+        holdout=float(p.holdout if holdout is None else holdout))
+    check_method_options(config)
+    return config
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_count(name: str, value: Any) -> None:
+    """``value`` is None (not given) or a whole number >= 1."""
+    if value is None or (_is_number(value) and value >= 1 and int(value) == value):
+        return
+    raise ConfigError(f"{name} (--{name.replace('_', '-')}) must be a whole number >= 1; got "
+                      f"{value!r}; leave it out for the preset's or the method's default")
+
+
+def _check_dataset(p: Preset, dataset: str | None) -> None:
+    """The preset's dataset, "folder" (another copy of it) or "synthetic" (smoke tests)."""
+    if not dataset or dataset in (p.dataset, "folder", "synthetic"):
+        return
+    choices = (f"preset {p.name!r} takes {p.dataset} (its own), folder (another copy of its "
+               "classes) or synthetic (generated, for smoke tests)")
+    if dataset not in DATASET_NAMES:
+        raise ConfigError(f"unknown dataset {dataset!r}; {choices}")
+    presets = [q.name for q in PRESETS.values() if q.dataset == dataset]
+    fix = (f"use the preset for {dataset} ({', '.join(presets)})" if presets
+           else f"no preset trains on {dataset}")
+    raise ConfigError(f"--dataset {dataset} contradicts preset {p.name!r}, which trains on "
+                      f"{p.dataset}: {fix}; {choices}")
+
+
+def method_options(config: RunConfig) -> dict[str, Any]:
+    """The options the run gives its pruning method (NTK-SAP: R and a non-default eps)."""
+    options: dict[str, Any] = {"repeats": config.repeats} if config.method == "ntksap" else {}
+    if config.eps:
+        options["eps"] = config.eps
+    return options
+
+
+def check_method_options(config: RunConfig) -> None:
+    """Build the run's pruning method, which checks its options (MethodOptionError)."""
+    if config.method in METHODS:
+        make_method(config.method, method_options(config))
 
 
 def identity(config: RunConfig) -> dict[str, Any]:
     """The fields that name a run: all of them, less fields added later at their default
-    (``eps`` = 0), so that run directories made before such a field existed keep their name."""
+    (``eps``, ``holdout`` = 0), so that run directories made before such a field existed keep
+    their name."""
     fields = dataclasses.asdict(config)
-    if not fields.get("eps"):
-        fields.pop("eps", None)
+    for name in ("eps", "holdout"):
+        if not fields.get(name):
+            fields.pop(name, None)
     return fields
 
 
@@ -130,27 +221,59 @@ def run_experiment(config: RunConfig, *, out_dir: str | Path = "runs",
                    data_dir: str | Path | None = None, download: bool = False,
                    device: str | torch.device = "cpu", progress: bool = True,
                    distributed: bool = False) -> dict[str, Any]:
-    """Prune, train and evaluate as ``config`` says; resume or report if already started."""
+    """Prune, train and evaluate as ``config`` says; resume or report if already started.
+
+    Everything is checked before the run directory is created: the method's options, the
+    data (classes and image shape against the preset), the model (one forward pass at the
+    data's shape) and the training batches. While it works in the run directory, the process
+    holds its lock (:func:`run_lock`: a second process on the same run fails at once, naming
+    the first). A full disk is a :class:`DiskFullError` saying that rerunning resumes."""
     start = time.perf_counter()
     device = torch.device(device)
     rank = dist.get_rank() if distributed else 0
     world = dist.get_world_size() if distributed else 1
     directory = run_dir(config, out_dir)
-    summary_path = directory / "summary.json"
-    if read_done(directory / "done.json") is not None and summary_path.exists():
-        return {**json.loads(summary_path.read_text()), "already_done": True}
-    if rank == 0:
-        _write_config(directory, config, device, world)
-
+    finished = finished_summary(directory)
+    if finished is not None:
+        return finished
+    check_method_options(config)
     bundle = open_data(config, data_dir, download, progress)
     model = build_model(config.model, config.num_classes, seed=config.seed)
+    check_model(model, bundle.input_shape, config)
+    batches = loaders(config, bundle, device, rank, world)
+    check_batches(batches[0], config)
+    try:
+        with run_lock(directory) if rank == 0 else contextlib.nullcontext():
+            finished = finished_summary(directory)  # finished meanwhile by another process
+            if finished is not None:
+                return finished
+            return _prune_and_train(config, directory, bundle, model, batches, device,
+                                    progress, distributed, start)
+    except (OSError, DiskFullError) as err:
+        if not is_disk_full(err):
+            raise
+        where = getattr(err, "path", None) or getattr(err, "filename", None) or directory
+        raise DiskFullError(
+            f"the disk is full: no space left to write {where}; free some space and run the "
+            f"same command again: it resumes {directory} from its last completed epoch "
+            "(everything written before is intact)", str(where)) from err
+
+
+def _prune_and_train(config: RunConfig, directory: Path, bundle: Any, model: torch.nn.Module,
+                     batches: tuple[Any, Any], device: torch.device, progress: bool,
+                     distributed: bool, start: float) -> dict[str, Any]:
+    """The run itself, in its (locked) directory: record, prune, train, summarize."""
+    rank = dist.get_rank() if distributed else 0
+    world = dist.get_world_size() if distributed else 1
+    if rank == 0:
+        _write_config(directory, config, device, world)
     initial = {k: v.clone() for k, v in model.state_dict().items()}
     if rank == 0 and not (directory / "init.pt").exists():
         atomic_torch_save(initial, directory / "init.pt")
     masks = _masks(config, model, bundle, directory, device, progress, rank, distributed)
     if config.transform != "reinit":
         model.load_state_dict(initial)  # train from theta_0, whatever the scoring did
-    train_loader, test_loader = loaders(config, bundle, device, rank, world)
+    train_loader, test_loader = batches
     result = train(model, train_loader, test_loader, config.train, directory, device=device,
                    masks=masks, progress=progress, distributed=distributed)
     summary = {
@@ -161,25 +284,157 @@ def run_experiment(config: RunConfig, *, out_dir: str | Path = "runs",
         "total": masks.total if masks is not None else None,
         "final_test_acc": result["final_test_acc"], "best_test_acc": result["best_test_acc"],
         "best_epoch": result["best_epoch"], "epochs": config.train.epochs,
+        "effective_sparsity": effective_sparsity(model, masks or Masks.of(model),
+                                                 bundle.input_shape),
+        "holdout": config.holdout, "final_val_acc": _val_accuracy(model, bundle, config, device),
         "seconds": time.perf_counter() - start,
     }
     if rank == 0:
-        write_text_atomic(summary_path, json.dumps(summary, indent=2) + "\n")
+        write_text_atomic(directory / SUMMARY, json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _val_accuracy(model: torch.nn.Module, bundle: Any, config: RunConfig,
+                  device: torch.device) -> float | None:
+    """The trained model's accuracy on the held-out validation split (None without one)."""
+    if bundle.val is None:
+        return None
+    _, correct, count = evaluate(model, bundle.val_loader(256, device), config.train, device)
+    return correct / count
+
+
+def finished_summary(directory: Path) -> dict[str, Any] | None:
+    """The recorded summary of a finished run (``already_done`` set), else None. An
+    unreadable ``summary.json`` is a :class:`CheckpointError` naming it and the fix."""
+    path = directory / SUMMARY
+    if read_done(directory / "done.json") is None or not path.exists():
+        return None
+    try:
+        summary = json.loads(path.read_text())
+        if not isinstance(summary, dict):
+            raise ValueError(f"a JSON {type(summary).__name__}, not an object")
+    except (ValueError, UnicodeDecodeError) as err:
+        raise CheckpointError(
+            f"cannot read the run's summary {path} ({err}); delete it (`rm {path}`) and run "
+            "the same command again: the run is finished (done.json), so its summary is "
+            "rewritten without training") from err
+    return {**summary, "already_done": True}
+
+
+def check_device(name: str | torch.device) -> torch.device:
+    """``name`` as a device this machine has: "auto" is CUDA when there is a GPU, else the
+    CPU. A CUDA (or MPS) device that is absent is a :class:`ConfigError` naming the fix."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError) as err:
+        raise ConfigError(f"unknown device {name!r}; use cpu, cuda, cuda:1, ... or auto") from err
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(f"device {name!r}: this machine has no CUDA GPU that PyTorch "
+                              "can use (torch.cuda.is_available() is False); use --device cpu "
+                              "(or auto)")
+        if (device.index or 0) >= count:
+            raise ConfigError(f"device {name!r}: this machine has {count} CUDA GPU(s), "
+                              f"cuda:0 to cuda:{count - 1}; pick one of them")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {name!r}: MPS is not available here; use --device cpu")
+    return device
+
+
+@contextlib.contextmanager
+def run_lock(directory: Path) -> Iterator[None]:
+    """Create ``directory`` and hold an exclusive lock on ``directory/.lock`` (``flock``)
+    while the block runs.
+
+    A second process asking for the same run does not wait: it gets a :class:`RunLockedError`
+    at once, naming the holder's pid and host (waiting would only end in reading the finished
+    run, which rerunning afterwards does too). The kernel drops the lock when its holder
+    exits, even when killed, so an interrupted run resumes. Without ``fcntl`` (Windows) the
+    directory is not locked."""
+    directory.mkdir(parents=True, exist_ok=True)
+    if fcntl is None:  # pragma: no cover - Windows
+        yield
+        return
+    with open(directory / LOCK, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise RunLockedError(
+                f"the run {directory} is in use by {holder}: the same run is already going "
+                "on; wait for it to end, then run the command again to read its result (or "
+                "resume it)") from None
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"process {os.getpid()} on {socket.gethostname()}\n")
+            handle.flush()
+            yield
+        finally:
+            handle.truncate(0)  # no stale holder left to read
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def open_data(config: RunConfig, data_dir: str | Path | None, download: bool,
               progress: bool) -> Any:
-    """The run's dataset (a :class:`ntksap.data.DatasetBundle`), checked against its preset."""
-    from .data import load_dataset  # the data stack is only needed here
+    """The run's dataset (a :class:`ntksap.data.DatasetBundle`), checked against its preset:
+    its number of classes and its image shape (:class:`DatasetShapeError` naming both)."""
+    from .data import DatasetShapeError, load_dataset  # the data stack is only needed here
+    from .data.bundle import IMAGE_SHAPES, check_image_shape
 
-    bundle = load_dataset(config.dataset, data_dir, download,
-                          limit_per_class=config.limit_per_class or None, progress=progress)
+    preset = get_preset(config.preset)
+    try:
+        bundle = load_dataset(config.dataset, data_dir, download,
+                              limit_per_class=config.limit_per_class or None, progress=progress)
+        expected = IMAGE_SHAPES.get(preset.dataset)
+        if config.dataset == "folder" and expected and bundle.in_memory:
+            check_image_shape(bundle.train, expected, preset.dataset, bundle.source)
+    except DatasetShapeError as err:
+        raise DatasetShapeError(f"preset {preset.name!r}: {err}") from err
     if bundle.num_classes != config.num_classes:
         raise ConfigError(f"the {config.dataset} data at {bundle.source} has "
                           f"{bundle.num_classes} classes; preset {config.preset!r} needs "
                           f"{config.num_classes}")
-    return bundle
+    return bundle.hold_out(config.holdout) if config.holdout else bundle
+
+
+def check_model(model: torch.nn.Module, input_shape: tuple[int, ...],
+                config: RunConfig) -> None:
+    """One eval-mode forward pass of two zero inputs shaped like the data: the model must
+    take them and return ``(2, num_classes)`` logits (:class:`InputShapeError` otherwise).
+    Nothing of the model changes (no grad, eval-mode BatchNorm)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros((2, *input_shape)))
+    except (RuntimeError, ValueError, IndexError) as err:
+        raise InputShapeError(
+            f"model {config.model!r} cannot take the {config.dataset} images "
+            f"({' x '.join(map(str, input_shape))}): {str(err).splitlines()[0]}; choose a "
+            f"model for these images (the preset's is {get_preset(config.preset).model}), "
+            "or drop --model") from err
+    finally:
+        model.train(was_training)
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, config.num_classes):
+        raise InputShapeError(
+            f"model {config.model!r} returns {getattr(out, 'shape', type(out).__name__)} for "
+            f"2 inputs, not logits of shape (2, {config.num_classes}); choose a model that "
+            "returns one logit per class")
+
+
+def check_batches(train_loader: Any, config: RunConfig) -> None:
+    """The training set must give at least one full batch (the last, partial one is
+    dropped)."""
+    if len(train_loader) == 0:
+        raise ConfigError(
+            f"the training set gives no full batch of {config.train.batch_size} on this "
+            "process (the last, partial batch is dropped); lower --batch-size or use more "
+            "examples (--limit-per-class)")
 
 
 def loaders(config: RunConfig, bundle: Any, device: torch.device, rank: int = 0,
@@ -199,8 +454,14 @@ def _write_config(directory: Path, config: RunConfig, device: torch.device, worl
     record = {"config": dataclasses.asdict(config), "seed": config.seed, **provenance(),
               "device": str(device), "world_size": world}
     if path.exists():
-        stored = json.loads(path.read_text())
-        if ({k: v for k, v in (stored.get("config") or {}).items() if k != "eps" or v}
+        try:
+            stored = json.loads(path.read_text())
+            recorded = dict(stored.get("config") or {})
+        except (ValueError, UnicodeDecodeError, AttributeError, TypeError) as err:
+            raise CheckpointError(
+                f"cannot read the run's config {path} ({err}); move the run directory away "
+                f"(e.g. `mv {directory} {directory}.bad`) and run again") from err
+        if ({k: v for k, v in recorded.items() if k not in ("eps", "holdout") or v}
                 != json.loads(json.dumps(identity(config)))):
             raise ConfigError(f"{path} records another config; move the directory away")
         return
@@ -233,8 +494,8 @@ def _masks(config: RunConfig, model: torch.nn.Module, bundle: Any, directory: Pa
                           device=device, progress=progress, **options)
             masks.meta.update(model=config.model, num_classes=config.num_classes)
             masks.save(path)
-            write_text_atomic(directory / "densities.json",
-                              json.dumps(masks.layers(), indent=2) + "\n")
+            write_text_atomic(directory / "densities.json", json.dumps(
+                layer_report(model, masks, bundle.input_shape), indent=2) + "\n")
     if distributed:  # computed once, the same mask on every rank
         box = [masks]
         dist.broadcast_object_list(box, src=0)

@@ -5,20 +5,26 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
+from typing import Any
 
 import torch
 
-from ..engine import SCHEDULES, TRANSFORMS, prune
-from ..masks import exclude_layers
+from ..effective import UntraceableModelError
+from ..engine import SCHEDULES, TRANSFORMS, check_sparsity, make_method, prune
+from ..errors import ConfigError
+from ..experiment import check_device
+from ..masks import Masks, exclude_layers
 from ..methods import METHODS
 from ..methods.base import PRUNING_BATCH_SIZE
 from ..models import MODELS, build_model, model_spec
 from ..selection import SCOPES
+from .helpformat import DefaultsFormatter
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("prune", help="prune a model at initialization and save its masks",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=DefaultsFormatter)
     p.add_argument("--model", required=True, choices=sorted(MODELS), metavar="MODEL",
                    help=f"model name: {', '.join(sorted(MODELS))}")
     p.add_argument("--num-classes", type=int, default=10)
@@ -58,9 +64,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    model = build_model(args.model, args.num_classes, seed=args.seed).to(args.device)
     options = {k: v for k, v in (("repeats", args.repeats), ("eps", args.eps),
                                  ("samples", args.samples)) if v is not None}
+    device = _check(args, options)
+    model = build_model(args.model, args.num_classes, seed=args.seed).to(device)
     input_shape = tuple(args.input_shape or model_spec(args.model).input_shape)
     data = _pruning_set(args) if args.dataset else None
     start = time.perf_counter()
@@ -70,28 +77,63 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         transform=args.transform,
         layer_filter=exclude_layers(*args.exclude) if args.exclude else None,
-        allow_layer_collapse=not args.forbid_layer_collapse, device=args.device,
+        allow_layer_collapse=not args.forbid_layer_collapse, device=device,
         progress=not args.no_progress,
         **options)
     seconds = time.perf_counter() - start
     masks.meta.update(model=args.model, num_classes=args.num_classes)
     if args.out:
         masks.save(args.out)
+    effective, why = _effective(masks, model, input_shape)
     if args.json:
+        on_path = {r["name"]: r["density"] for r in effective.layers()} if effective else {}
         print(json.dumps({
             "method": args.method, "model": args.model, "sparsity": args.sparsity,
             "rounds": masks.meta["rounds"], "seed": args.seed, "total": masks.total,
             "remaining": masks.remaining, "density": masks.density, "seconds": seconds,
+            "effective_sparsity": effective.sparsity if effective else None,
             "out": args.out, "collapsed_layers": masks.meta["collapsed_layers"],
             "layers": [{"name": r["name"], "shape": r["shape"], "density": r["density"],
+                        "effective_density": on_path.get(r["name"]),
                         "remaining": r["remaining"]} for r in masks.layers()],
         }))
     else:
-        print(masks.table())
+        print(masks.table(effective))
         print(f"\n{args.method}: kept {masks.remaining} of {masks.total} weights "
-              f"(sparsity {masks.sparsity:.4f}) in {seconds:.1f} s"
-              + (f"; masks written to {args.out}" if args.out else ""))
+              f"(sparsity {masks.sparsity:.4f}"
+              + (f", effective sparsity {effective.sparsity:.4f}" if effective else "")
+              + f") in {seconds:.1f} s" + (f"; masks written to {args.out}" if args.out else ""))
+        print("effective: kept weights on no input-output path count as pruned" if effective
+              else f"effective sparsity not computed: {why}")
     return 0
+
+
+def _effective(masks: Masks, model: torch.nn.Module, input_shape: tuple[int, ...]
+               ) -> tuple[Masks | None, str]:
+    """The masks' effective part (kept weights on some input-output path), or None and why
+    the model's paths cannot be followed."""
+    try:
+        return masks.effective(model, input_shape), ""
+    except UntraceableModelError as err:
+        return None, str(err)
+
+
+def _check(args: argparse.Namespace, options: dict[str, Any]) -> torch.device:
+    """Refuse bad flags before any work: the device, the class count, the method, its
+    options, the sparsity and rounds, and an --out that is a folder. Returns the device."""
+    device = check_device(args.device)
+    if args.num_classes < 1:
+        raise ConfigError(f"--num-classes must be >= 1 (the model's logits); got "
+                          f"{args.num_classes}")
+    make_method(args.method, options)  # unknown method or option, option out of range
+    check_sparsity(args.sparsity)
+    if args.rounds is not None and args.rounds < 1:
+        raise ConfigError(f"--rounds must be >= 1 (T, the pruning rounds); got {args.rounds}; "
+                          "leave it out for the method's own")
+    if args.out and Path(args.out).is_dir():
+        raise ConfigError(f"--out {args.out} is a folder; give the mask file's path, e.g. "
+                          f"--out {Path(args.out) / 'masks.pt'}")
+    return device
 
 
 def _pruning_set(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor]:

@@ -14,8 +14,9 @@ import torch
 import torch.distributed as dist
 
 from ..engine import TRANSFORMS
-from ..experiment import DENSE, resolve, run_experiment
-from ..methods import METHODS
+from ..errors import ConfigError
+from ..experiment import DENSE, check_device, resolve, run_experiment
+from ..methods import METHODS, method_class
 from ..selection import SCOPES
 from ..train import PRESETS, TrainConfig
 from ..train.cliargs import add_dataclass_args, dataclass_overrides
@@ -28,40 +29,56 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help=f"the paper's settings: {', '.join(PRESETS)}")
     p.add_argument("--method", required=True, metavar="METHOD",
                    help=f"{DENSE} (no pruning) or one of {', '.join(METHODS)}")
-    p.add_argument("--sparsity", type=float, default=0.0,
-                   help="fraction of prunable weights removed, in [0, 1)")
+    p.add_argument("--sparsity", type=float, default=None,
+                   help="fraction of prunable weights removed, in [0, 1); required by every "
+                   f"method but {DENSE}")
     p.add_argument("--seed", type=int, default=0, help="seeds the init, the mask and the data")
     p.add_argument("--data-dir", default=None, help="where the dataset lies")
-    p.add_argument("--download", action="store_true", help="let torchvision download CIFAR")
+    p.add_argument("--download", action="store_true",
+                   help="let torchvision download CIFAR-10/100 or MNIST")
     p.add_argument("--out-dir", default="runs", help="runs are written under this folder")
     p.add_argument("--json", action="store_true", help="print one JSON object at the end")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     g = p.add_argument_group("overrides of the preset")
-    g.add_argument("--dataset", default="", help="folder or synthetic instead of the preset's")
-    g.add_argument("--model", default="", help="another registered model")
-    g.add_argument("--num-classes", type=int, default=0)
-    g.add_argument("--rounds", type=int, default=0, help="T (default: preset / method)")
-    g.add_argument("--repeats", type=int, default=0, help="NTK-SAP's R (default: preset)")
+    g.add_argument("--dataset", default=None, help="folder or synthetic instead of the preset's")
+    g.add_argument("--model", default=None, help="another registered model")
+    g.add_argument("--num-classes", type=int, default=None,
+                   help="must equal the preset's (a check; default: the preset's)")
+    g.add_argument("--rounds", type=int, default=None, help="T >= 1 (default: preset / method)")
+    g.add_argument("--repeats", type=int, default=None, help="NTK-SAP's R >= 1 (default: preset)")
     g.add_argument("--scope", choices=SCOPES, default="global")
-    g.add_argument("--transform", choices=TRANSFORMS, default="")
-    g.add_argument("--limit-per-class", type=int, default=0,
-                   help="use only the first N images of each class (quick runs)")
+    g.add_argument("--transform", choices=TRANSFORMS, default=None)
+    g.add_argument("--limit-per-class", type=int, default=None,
+                   help="use only the first N >= 1 images of each class (quick runs)")
+    g.add_argument("--holdout", type=float, default=None, metavar="FRACTION",
+                   help="fraction of the training set held out for validation, in [0, 1) "
+                        "(default: the preset's; 0.1 for the MNIST presets, else 0)")
     add_dataclass_args(p.add_argument_group("training (default: the preset's)"), TrainConfig,
                        suppress=True)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.method != DENSE:
+        method_class(args.method)  # unknown: the error lists the methods
+    if args.method != DENSE and args.sparsity is None:
+        raise ConfigError(f"--sparsity is required with --method {args.method}: the fraction "
+                          "of weights removed, e.g. --sparsity 0.9 (use --method dense to "
+                          "train without pruning)")
+    if args.method == DENSE and args.sparsity:
+        raise ConfigError(f"--method dense prunes nothing, but --sparsity {args.sparsity} was "
+                          "given; drop --sparsity, or name a pruning method")
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     device = _device(args.device, distributed)
     if distributed and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     try:
         config = resolve(
-            args.preset, args.method, args.sparsity, seed=args.seed, dataset=args.dataset,
-            model=args.model, num_classes=args.num_classes, rounds=args.rounds,
+            args.preset, args.method, args.sparsity or 0.0, seed=args.seed,
+            dataset=args.dataset, model=args.model, num_classes=args.num_classes,
+            rounds=args.rounds,
             repeats=args.repeats, scope=args.scope, transform=args.transform,
-            limit_per_class=args.limit_per_class,
+            limit_per_class=args.limit_per_class, holdout=args.holdout,
             train_overrides=dataclass_overrides(TrainConfig, args))
         summary = run_experiment(config, out_dir=args.out_dir, data_dir=args.data_dir,
                                  download=args.download, device=device,
@@ -77,15 +94,17 @@ def run(args: argparse.Namespace) -> int:
         state = "already finished" if summary.get("already_done") else "finished"
         print(f"{state}: {summary['run_dir']}\n  final test accuracy "
               f"{summary['final_test_acc']:.4f}, best {summary['best_test_acc']:.4f} "
-              f"(epoch {summary['best_epoch']}), sparsity {summary['sparsity']}, "
-              f"{summary['seconds']:.0f} s")
+              f"(epoch {summary['best_epoch']}), sparsity {summary['sparsity']}"
+              + (f" (effective {summary['effective_sparsity']:.4f})"
+                 if summary.get("effective_sparsity") is not None else "")
+              + (f", validation accuracy {summary['final_val_acc']:.4f}"
+                 if summary.get("final_val_acc") is not None else "")
+              + f", {summary['seconds']:.0f} s")
     return 0
 
 
 def _device(name: str, distributed: bool) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
+    device = check_device(name)
     if distributed and device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)

@@ -9,7 +9,12 @@ a torch DataLoader.
 from .augment import RandomCropFlip, RandomResizedCropFlip
 from .bundle import DATASETS, DatasetBundle, load_dataset
 from .cache import cache_root
-from .errors import CorruptDataError, DatasetDownloadError, DatasetNotFoundError
+from .errors import (
+    CorruptDataError,
+    DatasetDownloadError,
+    DatasetNotFoundError,
+    DatasetShapeError,
+)
 from .layout import Layout, scan_layout
 from .loader import TensorLoader
 from .pruning import pruning_set
@@ -21,7 +26,8 @@ from .tree import open_tree
 
 __all__ = [
     "DATASETS", "NORMALIZATION", "CorruptDataError", "DatasetBundle", "DatasetDownloadError",
-    "DatasetNotFoundError", "ImageTensors", "Layout", "RandomCropFlip", "RandomResizedCropFlip",
+    "DatasetNotFoundError", "DatasetShapeError", "ImageTensors", "Layout", "RandomCropFlip",
+    "RandomResizedCropFlip",
     "StreamLoader", "TensorLoader", "balanced_indices", "cache_root", "channel_stats",
     "imagenet_transforms", "images_from_tree", "load_dataset", "open_tree", "pruning_set",
     "scan_layout", "shard_indices", "subset_indices",

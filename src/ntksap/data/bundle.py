@@ -8,14 +8,15 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from ..errors import UnknownNameError
+from ..errors import NtksapError, UnknownNameError
 from . import torchvision_format as tvf
 from .augment import RandomCropFlip, RandomResizedCropFlip
 from .decode import decode_one
-from .errors import DatasetNotFoundError
+from .errors import DatasetNotFoundError, DatasetShapeError
 from .loader import Augment, TensorLoader
 from .pruning import pruning_set
 from .resolve import Source, locate
+from .sampling import holdout_indices
 from .stats import NORMALIZATION
 from .streaming import StreamLoader, folder_datasets
 from .synthetic import synthetic_splits
@@ -24,6 +25,9 @@ from .tree import FileTree, open_tree
 
 DATASETS = ("cifar10", "cifar100", "tinyimagenet", "imagenet", "mnist", "folder", "synthetic")
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "tinyimagenet": 200, "mnist": 10}
+# one image of each named small-image dataset: channels, height, width
+IMAGE_SHAPES = {"cifar10": (3, 32, 32), "cifar100": (3, 32, 32), "tinyimagenet": (3, 64, 64),
+                "mnist": (1, 28, 28)}
 SMALL_MAX = 64  # images up to this size are held in memory as one tensor
 Loader = TensorLoader | StreamLoader
 
@@ -46,6 +50,7 @@ class DatasetBundle:
     source: Path
     augment: Augment | None = None
     prune_data: ImageTensors | Dataset | None = None
+    val: ImageTensors | None = None  # held out of the training set (see ``hold_out``)
     _moved: dict[tuple[str, str], ImageTensors] = field(default_factory=dict, repr=False)
 
     @property
@@ -87,6 +92,25 @@ class DatasetBundle:
         if self.in_memory:
             return TensorLoader(self._on("test", device), batch_size, **common)
         return StreamLoader(self.test, batch_size, workers=workers, **common)
+
+    def hold_out(self, fraction: float, seed: int = 0) -> DatasetBundle:
+        """This bundle with ``int(fraction * len(train))`` training images, drawn uniformly by
+        a permutation seeded by ``seed``, moved to ``val`` (a validation split): training, the
+        pruning set and ``val_loader`` then use disjoint images; the test split is unchanged."""
+        if not self.in_memory:
+            raise NtksapError(f"a validation hold-out needs an in-memory dataset; {self.name} "
+                              "streams from disk: use holdout 0")
+        kept, held = holdout_indices(len(self.train), fraction, seed)
+        return replace(self, train=self.train.select(kept), val=self.train.select(held),
+                       _moved={})
+
+    def val_loader(self, batch_size: int, device: torch.device | str = "cpu"
+                   ) -> TensorLoader:
+        """Validation batches in order, no augmentation (needs :meth:`hold_out` first)."""
+        if self.val is None:
+            raise NtksapError(f"the {self.name} bundle has no validation split; call "
+                              "hold_out(fraction) first")
+        return TensorLoader(self._on("val", device), batch_size, device=device)
 
     def pruning_set(self, per_class: int = 10, seed: int = 0,
                     device: torch.device | str = "cpu", workers: int | None = None
@@ -164,11 +188,41 @@ def load_dataset(name: str, data_dir: str | Path | None = None, download: bool =
         raise DatasetNotFoundError(
             f"{source.path} has {len(train.classes)} classes, {name} has {NUM_CLASSES[name]}; "
             "load other image folders with the name 'folder'")
+    if name in IMAGE_SHAPES:
+        check_image_shape(train, IMAGE_SHAPES[name], name, source.path)
     mean, std = NORMALIZATION.get(name, (train.mean, train.std))
     train, test = replace(train, mean=mean, std=std), replace(test, mean=mean, std=std)
     size = tuple(train.x.shape[2:])
     return DatasetBundle(name, train.classes, tuple(train.x.shape[1:]), mean, std, train, test,
                          source.path, _augment(augment, name, size, padding))
+
+
+def describe_images(data: ImageTensors) -> str:
+    """``"3 x 32 x 32"``, or ``"greyscale 28 x 28"`` for colour images whose channels are all
+    equal (greyscale files read as RGB)."""
+    channels, height, width = data.x.shape[1:]
+    return (f"greyscale {height} x {width}" if _greyscale(data)
+            else f"{channels} x {height} x {width}")
+
+
+def check_image_shape(data: ImageTensors, expected: tuple[int, ...], what: str,
+                      source: Path | str) -> None:
+    """Refuse images of another size, or greyscale images where ``expected`` is colour:
+    :class:`DatasetShapeError` naming both shapes."""
+    if tuple(data.x.shape[1:]) == tuple(expected) and not _greyscale(data):
+        return
+    wanted = " x ".join(map(str, expected))
+    raise DatasetShapeError(
+        f"the images at {source} are {describe_images(data)}, but {what} images are {wanted} "
+        f"(channels x height x width); point the data directory at a copy of {what}, or "
+        "choose the preset (or dataset) that matches these images")
+
+
+def _greyscale(data: ImageTensors, sample: int = 1000) -> bool:
+    """Colour images whose first ``sample`` images have equal channels everywhere."""
+    x = data.x[:sample]
+    return x.shape[1] == 3 and len(x) > 0 and bool((x[:, 0] == x[:, 1]).all()
+                                                   and (x[:, 1] == x[:, 2]).all())
 
 
 def _small(tree: FileTree | None, in_memory: bool | None) -> bool:

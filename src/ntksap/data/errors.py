@@ -17,4 +17,9 @@ class CorruptDataError(MissingDataError):
     """An archive, image or array file exists but cannot be read."""
 
 
-__all__ = ["CorruptDataError", "DatasetDownloadError", "DatasetNotFoundError", "MissingDataError"]
+class DatasetShapeError(MissingDataError):
+    """The images are readable but of another size or colour than the dataset's or preset's."""
+
+
+__all__ = ["CorruptDataError", "DatasetDownloadError", "DatasetNotFoundError",
+           "DatasetShapeError", "MissingDataError"]

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from ..atomic import atomic_torch_save
+from ..errors import DiskFullError
 from .cache import cache_path, cache_root, file_lock, load_cached
 from .decode import decode_images
 from .layout import scan_layout
@@ -84,7 +85,7 @@ def _decode(tree: FileTree, limit: int | None, channels: int | None, workers: in
 def _store(obj: dict[str, object], path: Path, progress: bool) -> None:
     try:
         atomic_torch_save(obj, path)
-    except OSError as err:
+    except (OSError, DiskFullError) as err:
         warnings.warn(f"could not write the dataset cache {path}: {err}; the images will be "
                       "decoded again next run (set NTKSAP_CACHE to a writable directory)",
                       stacklevel=3)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import codecs
 import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,34 +29,100 @@ def has_torchvision_files(name: str, root: Path) -> bool:
     return name in FOLDERS and (root / FOLDERS[name]).is_dir()
 
 
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles only what CIFAR's files hold: dicts, lists, strings, numbers and NumPy arrays
+    and scalars. Any other global (``os.system``, ``builtins.eval``...) is refused before it is
+    looked up, so a crafted file cannot run code."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        found = _ALLOWED.get((module, name))
+        if found is None:
+            raise pickle.UnpicklingError(
+                f"it refers to {module}.{name}, which a CIFAR file never holds (only NumPy "
+                "arrays, lists, strings and numbers); refused without loading it")
+        return found
+
+
+def _numpy_core() -> Any:
+    try:
+        from numpy import _core  # NumPy >= 2
+    except ImportError:  # pragma: no cover - NumPy 1.x
+        from numpy import core as _core
+    return _core
+
+
+_ALLOWED: dict[tuple[str, str], Any] = {
+    **{(f"{package}.{module}", name): getattr(getattr(_numpy_core(), module), name)
+       for package in ("numpy.core", "numpy._core")
+       for module, name in (("multiarray", "_reconstruct"), ("multiarray", "scalar"),
+                            ("numeric", "_frombuffer"))},  # _frombuffer: protocol 5
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): codecs.encode,  # bytes pickled by Python 3 with protocol 2
+}
+
+
 def _unpickle(path: Path) -> dict:
+    fix = f"delete {path.parent} and download again (--download)"
     try:
         with open(path, "rb") as handle:
-            return pickle.load(handle, encoding="latin1")
+            content = _CifarUnpickler(handle, encoding="latin1").load()
     except FileNotFoundError as err:
         raise CorruptDataError(f"{path} is missing from the {path.parent} dataset folder; "
-                               "delete that folder and download again (--download)") from err
-    except (pickle.UnpicklingError, EOFError, ValueError) as err:
-        raise CorruptDataError(f"cannot read {path}: {err}; delete {path.parent} and "
-                               "download again (--download)") from err
+                               f"{fix}") from err
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
+            IndexError, KeyError, MemoryError) as err:
+        raise CorruptDataError(f"cannot read {path}: {err}; {fix}") from err
+    if not isinstance(content, dict):
+        raise CorruptDataError(f"{path} holds a {type(content).__name__}, not the dict of a "
+                               f"CIFAR file; {fix}")
+    return content
+
+
+def _class_names(path: Path, key: str) -> list[str]:
+    names = _unpickle(path).get(key)
+    if not isinstance(names, list | tuple) or not all(
+            isinstance(n, str | bytes) for n in names):
+        raise CorruptDataError(f"{path} has no list of class names under {key!r}; delete "
+                               f"{path.parent} and download again (--download)")
+    return [n.decode() if isinstance(n, bytes) else n for n in names]
+
+
+def _cifar_batch(path: Path, label_key: str, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(images (n, 3, 32, 32) uint8, labels (n,) int64)`` of one CIFAR batch file."""
+    batch = _unpickle(path)
+    data, labels = batch.get("data"), batch.get(label_key)
+    problem = None
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or (
+            data.shape[1] != 3 * 32 * 32):
+        problem = (f"'data' must be a uint8 array of shape (n, 3072); got "
+                   f"{type(data).__name__} {getattr(data, 'dtype', '')} "
+                   f"{getattr(data, 'shape', '')}".rstrip())
+    else:
+        try:
+            labels = np.asarray(labels)
+        except (ValueError, TypeError):
+            labels = np.asarray(None)
+        if labels.dtype.kind not in "iu" or labels.shape != (len(data),) or (
+                labels.size and not (0 <= labels.min() and labels.max() < num_classes)):
+            problem = (f"{label_key!r} must be {len(data)} integers in [0, {num_classes}); "
+                       f"got {type(batch.get(label_key)).__name__} of {labels.dtype}")
+    if problem:
+        raise CorruptDataError(f"{path} is not a CIFAR batch: {problem}; delete {path.parent} "
+                               "and download again (--download)")
+    return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
 
 
 def read_cifar(name: str, root: Path) -> tuple[ImageTensors, ImageTensors]:
-    """CIFAR splits from ``root/cifar-10-batches-py`` (or ``cifar-100-python``) pickles."""
+    """CIFAR splits from ``root/cifar-10-batches-py`` (or ``cifar-100-python``) pickles, read
+    with an unpickler that admits only arrays, lists, strings and numbers."""
     folder, train_files, test_files, meta, label_key, names_key = CIFAR[name]
     base = root / folder
-    classes = list(_unpickle(base / meta)[names_key])
+    classes = _class_names(base / meta, names_key)
 
     def split(files: list[str]) -> ImageTensors:
-        xs, ys = [], []
-        for file in files:
-            batch = _unpickle(base / file)
-            try:
-                xs.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-                ys.append(np.asarray(batch[label_key], dtype=np.int64))
-            except (KeyError, ValueError) as err:
-                raise CorruptDataError(f"{base / file} is not a CIFAR batch ({err}); delete "
-                                       f"{base} and download again (--download)") from err
+        xs, ys = zip(*(_cifar_batch(base / file, label_key, len(classes)) for file in files),
+                     strict=True)
         return ImageTensors(torch.from_numpy(np.concatenate(xs)),
                             torch.from_numpy(np.concatenate(ys)), classes)
 

@@ -6,6 +6,7 @@ schedule, the exact-k selection, monotonicity and the sanity-check transforms.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
@@ -13,6 +14,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 from torch.func import functional_call
+
+from ..errors import MethodOptionError
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -95,6 +98,28 @@ class Method:
 
     def scores(self, net: ScoringNet, ctx: ScoreContext) -> dict[str, torch.Tensor]:
         raise NotImplementedError
+
+
+def check_options(method: Method, **rules: tuple[bool, str]) -> None:
+    """Refuse a method's options out of range (call from ``__post_init__``): ``rules`` maps
+    each option to (whether its value is valid, the rule it breaks otherwise)."""
+    bad = [f"{name} must be {rule}, got {getattr(method, name)!r}"
+           for name, (ok, rule) in rules.items() if not ok]
+    if bad:
+        raise MethodOptionError(f"method {method.name!r}: option {'; '.join(bad)} (set it "
+                                "with its flag or keyword, or leave it out for the default)")
+
+
+def is_count(value: object, none_ok: bool = False) -> bool:
+    """A whole number >= 1 (or None when ``none_ok``)."""
+    return (none_ok and value is None) or (
+        isinstance(value, int) and not isinstance(value, bool) and value >= 1)
+
+
+def is_positive(value: object) -> bool:
+    """A finite number > 0."""
+    return (isinstance(value, int | float) and not isinstance(value, bool)
+            and 0 < value < math.inf)
 
 
 def mask_gradients(net: ScoringNet, loss_fn) -> dict[str, torch.Tensor]:

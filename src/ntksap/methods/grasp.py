@@ -9,7 +9,7 @@ import torch
 from torch.nn import functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from .base import Method, ScoreContext, ScoringNet
+from .base import Method, ScoreContext, ScoringNet, check_options, is_positive
 
 
 @dataclass
@@ -27,6 +27,10 @@ class GraSP(Method):
     name = "grasp"
     needs_data = True
     temperature: float = 200.0
+
+    def __post_init__(self) -> None:
+        check_options(self, temperature=(is_positive(self.temperature),
+                                         "a number > 0 (logits are divided by it)"))
 
     def scores(self, net: ScoringNet, ctx: ScoreContext) -> dict[str, torch.Tensor]:
         with sdpa_kernel(SDPBackend.MATH):

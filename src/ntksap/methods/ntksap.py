@@ -13,7 +13,7 @@ from torch.func import functional_call, vmap
 
 from ..batchnorm import batch_statistics
 from ..models.init import kaiming_init_
-from .base import Method, ScoreContext, ScoringNet
+from .base import Method, ScoreContext, ScoringNet, check_options, is_count, is_positive
 
 
 @dataclass
@@ -46,6 +46,12 @@ class NTKSAP(Method):
     ``draws_per_pass`` draws of equal batch size run together the same way (default: 1 on CPU;
     on GPU as many as hold about 1024 CIFAR-sized images). Random numbers are
     drawn in the same order either way, so the scores do not depend on these options.
+
+    Random-number order (one generator seeded with ``seed``, on the scoring device; draws
+    repeat-major, then batch): theta (``kaiming_init_``: each Conv/Linear weight in module
+    order, one standard normal tensor of its shape scaled by sqrt(2 / fan_in)), then z, then
+    one standard normal tensor per prunable layer in order, scaled by ``eps``, all in the
+    model's dtype. tests/oracles.py re-draws them from this description.
     """
 
     name = "ntksap"
@@ -56,6 +62,15 @@ class NTKSAP(Method):
     fused_statistics: bool = False
     draws_per_pass: int | None = None
     pair_vmap: bool | None = None
+
+    def __post_init__(self) -> None:
+        check_options(
+            self, repeats=(is_count(self.repeats), "a whole number >= 1 (R, draws per round)"),
+            eps=(is_positive(self.eps), "a number > 0 (the perturbation's std)"),
+            samples=(is_count(self.samples, none_ok=True),
+                     "a whole number >= 1 (Gaussian inputs per repeat) or None"),
+            draws_per_pass=(is_count(self.draws_per_pass, none_ok=True),
+                            "a whole number >= 1 or None"))
 
     def batch_sizes(self, ctx: ScoreContext) -> list[int]:
         if ctx.data:
