@@ -6,9 +6,10 @@ import argparse
 import sys
 
 from ..errors import NtksapError
-from . import lab, ntk, prune, report, run, sweep
+from . import compare_masks, lab, ntk, prune, report, run, sweep
 
-COMMANDS = {"prune": prune, "run": run, "sweep": sweep, "report": report, "ntk": ntk, "lab": lab}
+COMMANDS = {"prune": prune, "run": run, "sweep": sweep, "report": report, "ntk": ntk, "lab": lab,
+            "compare-masks": compare_masks}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,120 @@
+"""``ntksap compare-masks A.pt B.pt ...``: how much the masks agree (Jaccard overlap of the kept
+weights per layer and in total, for every pair), their per-layer densities side by side, the
+layer-wise shape of each (density against depth) and, with --model, the NTK spectrum distance
+of each masked network to the dense one, in one table and one figure.
+
+The NTK part runs only when --model is given: the model is built with --seed (the
+initialization ``ntksap prune --seed`` scored), each mask applied to a copy of it, on
+--inputs Gaussian inputs (as ``ntksap ntk``). --out DIR writes masks.png, masks.md, masks.csv
+and pairs.csv; --json prints one object with ``masks``, ``pairs`` (each with ``a``, ``b``,
+``jaccard`` and per-layer ``layers`` rows) and ``layers``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from ..analysis import check_same_layers, compare_masks, write_comparison
+from ..errors import ConfigError
+from ..masks import Masks
+from ..models import MODELS, build_model, model_spec
+from ..ntk import mask_label
+
+DEFAULT_INPUTS = 100
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compare-masks", help="overlap, per-layer density and NTK distance of "
+                       "several masks", description=__doc__.replace("``", ""),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("masks", nargs="+", metavar="MASK", help="mask files (ntksap prune --out), "
+                   "at least two, made for one model")
+    p.add_argument("--labels", nargs="+", default=None,
+                   help="one label per mask file (default: method and sparsity)")
+    p.add_argument("--model", choices=sorted(MODELS), metavar="MODEL", default=None,
+                   help="the masks' model, for the NTK spectrum distance to dense (left out: "
+                        f"no NTK); one of {', '.join(sorted(MODELS))}")
+    p.add_argument("--num-classes", type=int, default=10, help="with --model")
+    p.add_argument("--seed", type=int, default=0,
+                   help="with --model: seeds its initialization and the Gaussian inputs")
+    p.add_argument("--inputs", type=int, default=None,
+                   help=f"with --model: Gaussian inputs of the NTK (default {DEFAULT_INPUTS})")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="folder for masks.png, masks.md, masks.csv and pairs.csv")
+    p.add_argument("--json", action="store_true", help="print one JSON object, no table")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    _check(args)
+    masks: dict[str, Masks] = {}
+    for i, path in enumerate(args.masks):
+        m = Masks.load(path)
+        label = args.labels[i] if args.labels else mask_label(m, Path(path).stem)
+        while label in masks:
+            label += "'"
+        masks[label] = m
+    check_same_layers(masks)
+    model = inputs = None
+    if args.model:
+        model = build_model(args.model, args.num_classes, seed=args.seed).to(args.device)
+        for m in masks.values():
+            m.check(model)
+        shape = model_spec(args.model).input_shape
+        generator = torch.Generator().manual_seed(args.seed)
+        inputs = torch.randn((args.inputs or DEFAULT_INPUTS, *shape),
+                             generator=generator).to(args.device)
+    comparison = compare_masks(masks, model=model, inputs=inputs,
+                               progress=not args.no_progress)
+    if args.out:
+        write_comparison(comparison, args.out, title=f"{len(masks)} masks"
+                         + (f" of {args.model}" if args.model else ""))
+    if args.json:
+        print(json.dumps(comparison.to_json()))
+        return 0
+    _print(comparison)
+    if args.out:
+        print(f"\nfigure {comparison.files['figure']}, tables {comparison.files['table_md']}, "
+              f"{comparison.files['layers_csv']} and {comparison.files['pairs_csv']}")
+    return 0
+
+
+def _check(args: argparse.Namespace) -> None:
+    """Refuse bad flags before reading or writing anything."""
+    if len(args.masks) < 2:
+        raise ConfigError("compare-masks needs at least two mask files")
+    if args.labels is not None and len(args.labels) != len(args.masks):
+        raise ConfigError(f"{len(args.labels)} labels for {len(args.masks)} mask files; give "
+                          "one label per mask file, or none")
+    if args.inputs is not None and not args.model:
+        raise ConfigError("--inputs sets the NTK's inputs, which need --model (the masks' "
+                          "model); give --model or drop --inputs")
+    if args.inputs is not None and args.inputs < 1:
+        raise ConfigError(f"--inputs must be >= 1; got {args.inputs}")
+    if args.num_classes < 1:
+        raise ConfigError(f"--num-classes must be >= 1; got {args.num_classes}")
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ConfigError(f"--out {args.out} is a file; give a folder")
+    for path in args.masks:
+        if not Path(path).is_file():
+            raise ConfigError(f"mask file {path!r} does not exist; write one with "
+                              "ntksap prune --out")
+
+
+def _print(comparison) -> None:
+    labels, matrix = comparison.labels, comparison.matrix()
+    width = max(8, *(len(x) for x in labels))
+    print("overlap of kept weights (Jaccard):")
+    print(" " * width + "".join(f"  {x:>{width}}" for x in labels))
+    for i, label in enumerate(labels):
+        print(f"{label:>{width}}" + "".join(f"  {v:>{width}.3f}" for v in matrix[i]))
+    print("\nmasks:")
+    for row in comparison.summary():
+        ntk = row.get("ntk_log_distance_to_dense")
+        print(f"  {row['mask']:<{width}} sparsity {row['sparsity']:.4f}, kept {row['kept']}"
+              + (f", NTK log distance to dense {ntk:.3g}" if ntk is not None else ""))

@@ -1,0 +1,134 @@
+"""Mask analysis (ntksap.analysis, ntksap compare-masks): overlaps against set counts done here,
+the per-layer densities, the NTK distance to dense, and the command's JSON and errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import ntksap
+from ntksap.analysis import compare_masks, jaccard, overlap, write_comparison
+from ntksap.cli import main
+from ntksap.errors import MaskMismatchError
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _random_masks(seed: int, density: float = 0.4) -> ntksap.Masks:
+    g = torch.Generator().manual_seed(seed)
+    shapes = {"conv": (4, 3, 3, 3), "fc": (10, 4)}
+    return ntksap.Masks({n: torch.rand(s, generator=g) < density for n, s in shapes.items()})
+
+
+def _set_jaccard(a: ntksap.Masks, b: ntksap.Masks) -> float:
+    """|A and B| / |A or B| from the sets of kept (layer, index) pairs."""
+    def kept(m):
+        return {(n, i) for n in m for i in m[n].flatten().nonzero().flatten().tolist()}
+    sa, sb = kept(a), kept(b)
+    return len(sa & sb) / len(sa | sb)
+
+
+def test_overlap_of_a_mask_with_itself_is_one_and_with_its_complement_zero():
+    a = _random_masks(0)
+    complement = ntksap.Masks({n: ~m for n, m in a.items()})
+    same, opposite = overlap(a, a), overlap(a, complement)
+    assert same["jaccard"] == 1.0 and opposite["jaccard"] == 0.0
+    assert all(r["jaccard"] == 1.0 for r in same["layers"])
+    assert all(r["jaccard"] == 0.0 for r in opposite["layers"])
+
+
+def test_overlap_counts_kept_weights_in_common_over_kept_by_either():
+    a, b = _random_masks(1), _random_masks(2)
+    result = overlap(a, b)
+    assert result["jaccard"] == pytest.approx(_set_jaccard(a, b), abs=1e-15)
+    for row in result["layers"]:
+        one = ntksap.Masks({row["layer"]: a[row["layer"]]})
+        two = ntksap.Masks({row["layer"]: b[row["layer"]]})
+        assert row["jaccard"] == pytest.approx(_set_jaccard(one, two), abs=1e-15)
+        assert row["both"] == int((a[row["layer"]] & b[row["layer"]]).sum())
+    assert jaccard(torch.tensor([True, True, False, False]),
+                   torch.tensor([True, False, True, False])) == pytest.approx(1 / 3)
+    assert jaccard(torch.zeros(3, dtype=torch.bool), torch.zeros(3, dtype=torch.bool)) == 1.0
+
+
+def test_comparison_has_densities_side_by_side_and_the_ntk_distance_to_dense(tmp_path):
+    model = ntksap.build_model("convnet", 10, seed=0)
+    full = ntksap.Masks.of(model)
+    thin = ntksap.prune(model, "magnitude", 0.9)
+    comparison = compare_masks({"full": full, "thin": thin}, model=model,
+                               inputs=torch.randn(3, 3, 32, 32))
+    assert [r["layer"] for r in comparison.layers] == list(full)
+    assert [r["depth"] for r in comparison.layers] == list(range(len(full)))
+    for row in comparison.layers:
+        assert row["density"]["full"] == 1.0
+        assert row["density"]["thin"] == int(thin[row["layer"]].sum()) / thin[row["layer"]].numel()
+    summary = {r["mask"]: r for r in comparison.summary()}
+    assert summary["full"]["ntk_log_distance_to_dense"] == pytest.approx(0.0, abs=1e-4)
+    assert summary["thin"]["ntk_log_distance_to_dense"] > 0.1
+    files = write_comparison(comparison, tmp_path / "out")
+    for path in files.values():
+        assert (tmp_path / "out" / path.split("/")[-1]).stat().st_size > 0
+    assert "| full | 1 |" in (tmp_path / "out" / "masks.md").read_text()
+
+
+def test_masks_of_different_networks_are_refused():
+    a = _random_masks(0)
+    b = ntksap.Masks({"conv": a["conv"], "fc": torch.ones(10, 5, dtype=torch.bool)})
+    with pytest.raises(MaskMismatchError, match="'fc'"):
+        compare_masks({"a": a, "b": b})
+
+
+def _saved(tmp_path, model_name: str = "convnet"):
+    model = ntksap.build_model(model_name, 10, seed=0)
+    paths = []
+    for method in ("magnitude", "random"):
+        masks = ntksap.prune(model, method, 0.8, input_shape=(3, 32, 32))
+        masks.meta.update(model=model_name)
+        paths.append(tmp_path / f"{method}.pt")
+        masks.save(paths[-1])
+    return paths
+
+
+def test_cli_compare_masks_json(tmp_path, capsys):
+    a, b = _saved(tmp_path)
+    assert main(["compare-masks", str(a), str(b), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    (pair,) = out["pairs"]
+    assert (pair["a"], pair["b"]) == ("magnitude 80.0%", "random 80.0%")
+    expected = _set_jaccard(ntksap.Masks.load(a), ntksap.Masks.load(b))
+    assert pair["jaccard"] == pytest.approx(expected, abs=1e-15)
+    assert [r["layer"] for r in pair["layers"]] == list(ntksap.Masks.load(a))
+    assert {"jaccard", "kept_a", "kept_b", "both"} <= set(pair["layers"][0])
+    assert "ntk_log_distance_to_dense" not in out["masks"][0]  # no --model, no NTK
+
+
+def test_cli_compare_masks_with_the_model_writes_the_figure_and_table(tmp_path, capsys):
+    a, b = _saved(tmp_path)
+    assert main(["compare-masks", str(a), str(b), "--model", "convnet", "--inputs", "2",
+                 "--labels", "mag", "rand", "--out", str(tmp_path / "cmp"),
+                 "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "NTK log distance to dense" in printed
+    assert (tmp_path / "cmp" / "masks.png").stat().st_size > 1000
+    assert "| mag |" in (tmp_path / "cmp" / "masks.md").read_text()
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--inputs", "4"], "--inputs sets the NTK's inputs, which need --model"),
+    (["--labels", "one"], "1 labels for 2 mask files"),
+])
+def test_cli_compare_masks_refuses_bad_flags(tmp_path, capsys, extra, message):
+    a, b = _saved(tmp_path)
+    assert main(["compare-masks", str(a), str(b), *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ntksap compare-masks: error: ") and message in err
+
+
+def test_cli_compare_masks_needs_two_existing_files(tmp_path, capsys):
+    a, _ = _saved(tmp_path)
+    assert main(["compare-masks", str(a)]) == 2
+    assert "at least two mask files" in capsys.readouterr().err
+    assert main(["compare-masks", str(a), str(tmp_path / "missing.pt")]) == 2
+    assert "does not exist" in capsys.readouterr().err
