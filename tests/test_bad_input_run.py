@@ -205,10 +205,22 @@ def test_cuda_without_a_gpu(capsys, tmp_path):
     assert _nothing_in(tmp_path)
 
 
-def test_prune_out_that_is_a_folder(capsys, tmp_path):
+def test_prune_out_that_is_a_folder_or_under_a_file(capsys, tmp_path):
     err = _fails(capsys, "prune", "--model", "convnet", *RANDOM, "--out", str(tmp_path))
     assert "is a folder" in err and "masks.pt" in err
     assert _nothing_in(tmp_path)
+    (tmp_path / "file").write_text("x")
+    err = _fails(capsys, "prune", "--model", "convnet", *RANDOM,
+                 "--out", str(tmp_path / "file" / "sub" / "masks.pt"))
+    assert f"{tmp_path / 'file'} is not a folder you may write in" in err
+
+
+def test_run_out_dir_that_is_a_file(capsys, tmp_path):
+    not_a_folder = tmp_path / "runs"
+    not_a_folder.write_text("a file")
+    err = _fails(capsys, "run", *TINY, *RANDOM, "--out-dir", str(not_a_folder))
+    assert "cannot create the run directory" in err and "--out-dir" in err
+    assert not_a_folder.read_text() == "a file"
 
 
 def _cifar_folder(root: Path, meta: object = None, batch: object = None) -> Path:
@@ -380,9 +392,23 @@ def test_second_process_on_the_same_run_is_refused_naming_the_holder(capsys, tmp
         # the same through the command line, from another open file (flock is per open file)
         err = _fails(capsys, "run", *TINY, *RANDOM, "--out-dir", str(tmp_path))
         assert f"process {os.getpid()}" in err and str(directory) in err
+        assert f"delete {directory / '.lock'}" in err  # the way out of a dead holder's lock
         assert sorted(p.name for p in directory.iterdir()) == [".lock"]  # nothing trained
     out = run_experiment(config, out_dir=tmp_path, progress=False)  # lock released: it runs
     assert Path(out["run_dir"]) == directory and (directory / "done.json").exists()
+
+
+def test_filesystem_without_flock_runs_unlocked_with_a_warning(tmp_path, monkeypatch):
+    config = resolve("cifar10-resnet20", "random", 0.5, dataset="synthetic", model="convnet",
+                     limit_per_class=8, train_overrides={"epochs": 1, "batch_size": 16})
+
+    def no_locks(*args):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with pytest.warns(UserWarning, match="cannot lock .*No locks available"):
+        out = run_experiment(config, out_dir=tmp_path, progress=False)
+    assert (Path(out["run_dir"]) / "done.json").exists()
 
 
 def test_run_lock_is_held_while_the_run_works(tmp_path, monkeypatch):

@@ -20,6 +20,7 @@ import platform
 import socket
 import subprocess
 import time
+import warnings
 from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
@@ -352,13 +353,20 @@ def run_lock(directory: Path) -> Iterator[None]:
     A second process asking for the same run does not wait: it gets a :class:`RunLockedError`
     at once, naming the holder's pid and host (waiting would only end in reading the finished
     run, which rerunning afterwards does too). The kernel drops the lock when its holder
-    exits, even when killed, so an interrupted run resumes. Without ``fcntl`` (Windows) the
-    directory is not locked."""
-    directory.mkdir(parents=True, exist_ok=True)
+    exits, even when killed, so an interrupted run resumes. A filesystem without ``flock``
+    (some network mounts; Windows has no ``fcntl``) leaves the run unlocked, with a warning."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        if is_disk_full(err):
+            raise
+        raise ConfigError(f"cannot create the run directory {directory} ({err.strerror}); "
+                          "choose an --out-dir where you may write") from err
     if fcntl is None:  # pragma: no cover - Windows
         yield
         return
-    with open(directory / LOCK, "a+") as handle:
+    path = directory / LOCK
+    with open(path, "a+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -367,7 +375,17 @@ def run_lock(directory: Path) -> Iterator[None]:
             raise RunLockedError(
                 f"the run {directory} is in use by {holder}: the same run is already going "
                 "on; wait for it to end, then run the command again to read its result (or "
-                "resume it)") from None
+                f"resume it). If that process is gone (its machine died), delete {path}"
+            ) from None
+        except OSError as err:  # no flock on this filesystem
+            warnings.warn(f"cannot lock {path} ({err}); running without the lock that keeps "
+                          "two processes from working in the same run", stacklevel=3)
+            unlocked = True
+        else:
+            unlocked = False
+        if unlocked:
+            yield
+            return
         try:
             handle.seek(0)
             handle.truncate()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -130,10 +131,22 @@ def _check(args: argparse.Namespace, options: dict[str, Any]) -> torch.device:
     if args.rounds is not None and args.rounds < 1:
         raise ConfigError(f"--rounds must be >= 1 (T, the pruning rounds); got {args.rounds}; "
                           "leave it out for the method's own")
-    if args.out and Path(args.out).is_dir():
-        raise ConfigError(f"--out {args.out} is a folder; give the mask file's path, e.g. "
-                          f"--out {Path(args.out) / 'masks.pt'}")
+    if args.out:
+        _check_writable(Path(args.out))
     return device
+
+
+def _check_writable(out: Path) -> None:
+    """``out`` must be a file path whose folder exists or can be made, and is writable."""
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a folder; give the mask file's path, e.g. "
+                          f"--out {out / 'masks.pt'}")
+    folder = out.absolute().parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot write --out {out}: {folder} is not a folder you may write "
+                          "in; choose another path")
 
 
 def _pruning_set(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor]:

@@ -92,25 +92,29 @@ def _cifar_batch(path: Path, label_key: str, num_classes: int) -> tuple[np.ndarr
     """``(images (n, 3, 32, 32) uint8, labels (n,) int64)`` of one CIFAR batch file."""
     batch = _unpickle(path)
     data, labels = batch.get("data"), batch.get(label_key)
-    problem = None
-    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or (
-            data.shape[1] != 3 * 32 * 32):
-        problem = (f"'data' must be a uint8 array of shape (n, 3072); got "
-                   f"{type(data).__name__} {getattr(data, 'dtype', '')} "
-                   f"{getattr(data, 'shape', '')}".rstrip())
-    else:
-        try:
-            labels = np.asarray(labels)
-        except (ValueError, TypeError):
-            labels = np.asarray(None)
-        if labels.dtype.kind not in "iu" or labels.shape != (len(data),) or (
-                labels.size and not (0 <= labels.min() and labels.max() < num_classes)):
-            problem = (f"{label_key!r} must be {len(data)} integers in [0, {num_classes}); "
-                       f"got {type(batch.get(label_key)).__name__} of {labels.dtype}")
+    problem = _batch_problem(data, labels, label_key, num_classes)
     if problem:
         raise CorruptDataError(f"{path} is not a CIFAR batch: {problem}; delete {path.parent} "
                                "and download again (--download)")
-    return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
+    return data.reshape(-1, 3, 32, 32), np.asarray(labels, dtype=np.int64)
+
+
+def _batch_problem(data: Any, labels: Any, label_key: str, num_classes: int) -> str | None:
+    """What is wrong with a batch's ``data`` (uint8, (n, 3072)) and labels (n integers in
+    [0, num_classes)), or None."""
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.shape[1:] != (3072,):
+        found = (f"a {data.dtype} array of shape {data.shape}" if isinstance(data, np.ndarray)
+                 else f"a {type(data).__name__}")
+        return f"'data' must be a uint8 array of shape (n, 3072); it is {found}"
+    try:
+        values = np.asarray(labels)
+    except (ValueError, TypeError):
+        values = np.asarray(None)
+    if (values.dtype.kind not in "iu" or values.shape != (len(data),)
+            or (values.size and not 0 <= values.min() <= values.max() < num_classes)):
+        return (f"{label_key!r} must be {len(data)} integers in [0, {num_classes}); it is a "
+                f"{type(labels).__name__} of {values.size} {values.dtype} values")
+    return None
 
 
 def read_cifar(name: str, root: Path) -> tuple[ImageTensors, ImageTensors]:
