@@ -136,18 +136,35 @@ class Masks(Mapping[str, torch.Tensor]):
                          "remaining": kept, "density": kept / m.numel()})
         return rows
 
-    def table(self) -> str:
-        """The per-layer density table and the total, as text."""
+    def table(self, effective: Masks | None = None) -> str:
+        """The per-layer density table and the total, as text; with ``effective`` (from
+        :meth:`effective`) a column of each layer's effective density beside it."""
         rows = self.layers()
+        extra = {r["name"]: r["density"] for r in effective.layers()} if effective else {}
         width = max(12, *(len(r["name"]) for r in rows))
-        lines = [f"{'layer':<{width}}  {'shape':<18} {'kept':>10} {'total':>10} {'density':>8}"]
+        lines = [f"{'layer':<{width}}  {'shape':<18} {'kept':>10} {'total':>10} {'density':>8}"
+                 + (f" {'effective':>9}" if effective else "")]
         for r in rows:
             shape = "x".join(map(str, r["shape"]))
             lines.append(f"{r['name']:<{width}}  {shape:<18} {r['remaining']:>10} "
-                         f"{r['total']:>10} {r['density']:>8.4f}")
+                         f"{r['total']:>10} {r['density']:>8.4f}"
+                         + (f" {extra[r['name']]:>9.4f}" if effective else ""))
         lines.append(f"{'total':<{width}}  {'':<18} {self.remaining:>10} {self.total:>10} "
-                     f"{self.density:>8.4f}")
+                     f"{self.density:>8.4f}" + (f" {effective.density:>9.4f}" if effective
+                                                 else ""))
         return "\n".join(lines)
+
+    def effective(self, model: nn.Module, input_shape: tuple[int, ...]) -> Masks:
+        """The kept weights that lie on some path from the input (one example shaped
+        ``input_shape``) to the output of ``model`` under these masks (Vysogorets and Kempe,
+        JMLR 2023): its ``sparsity`` is the effective sparsity, its ``layers()`` the effective
+        density per layer. Kept weights on no such path count as pruned. Raises
+        :class:`ntksap.effective.UntraceableModelError` for a model it cannot follow; see
+        :mod:`ntksap.effective`."""
+        from .effective import effective_masks  # it imports this module
+
+        self.check(model)
+        return Masks(effective_masks(model, self, input_shape), {**self.meta, "effective": True})
 
     # Checks, apply, remove, export
     def check(self, model: nn.Module) -> None:

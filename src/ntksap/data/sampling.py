@@ -8,7 +8,7 @@ import torch
 from ..errors import NtksapError
 
 # first salt of each use of a seed, so that no two uses share a random stream
-SHUFFLE, AUGMENT, BALANCED, SUBSET, WORKERS = range(5)
+SHUFFLE, AUGMENT, BALANCED, SUBSET, WORKERS, HOLDOUT = range(6)
 
 
 def seeded_generator(seed: int, *salt: int) -> torch.Generator:
@@ -17,6 +17,16 @@ def seeded_generator(seed: int, *salt: int) -> torch.Generator:
         raise ValueError(f"seeds must be non-negative, got {(seed, *salt)}")
     state = np.random.SeedSequence([seed, *salt]).generate_state(2, dtype=np.uint32)
     return torch.Generator().manual_seed(int(state[0]) << 31 | int(state[1]) >> 1)
+
+
+def holdout_indices(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(kept, held_out)``: ``int(n * fraction)`` indices drawn uniformly by a permutation
+    seeded by ``seed`` are held out, the rest kept; both sorted."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"the held-out fraction must be in (0, 1), got {fraction}")
+    order = torch.randperm(n, generator=seeded_generator(seed, HOLDOUT))
+    held = int(n * fraction)
+    return order[held:].sort().values, order[:held].sort().values
 
 
 def shard_indices(n: int, *, shuffle: bool, seed: int = 0, epoch: int = 0, rank: int = 0,

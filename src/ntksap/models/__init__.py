@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..errors import UnknownNameError
-from . import cifar_resnet, imagenet_resnet, small, vgg
+from . import cifar_resnet, imagenet_resnet, lenet, small, vgg
 from .init import kaiming_init_
 
 
@@ -31,6 +31,10 @@ MODELS: dict[str, ModelSpec] = {
                                           "ResNet-18, 3x3 stride-1 stem, no max-pool"),
     "resnet18": ModelSpec(imagenet_resnet.resnet18, (3, 224, 224), "torchvision ResNet-18"),
     "resnet50": ModelSpec(imagenet_resnet.resnet50, (3, 224, 224), "torchvision ResNet-50"),
+    "lenet300": ModelSpec(lenet.LeNet300100, (1, 28, 28),
+                          "LeNet-300-100 (SNIP paper's MNIST MLP, 266,200 weights)"),
+    "lenet5": ModelSpec(lenet.LeNet5Caffe, (1, 28, 28),
+                        "LeNet-5-Caffe (SNIP paper's MNIST conv net, 430,500 weights)"),
     "mlp": ModelSpec(lambda k: small.MLP(k), (1, 28, 28), "LeNet-300-100 MLP"),
     "convnet": ModelSpec(lambda k: small.ConvNet(k), (3, 32, 32), "small conv net for tests"),
 }
