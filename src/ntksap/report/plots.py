@@ -33,9 +33,11 @@ def _png(fig: plt.Figure) -> bytes:
     return buffer.getvalue()
 
 
-def _sparsity_axis(ax: plt.Axes, ticks: Sequence[float]) -> None:
+def _sparsity_axis(ax: plt.Axes, ticks: Sequence[float], extent: Sequence[float] = (),
+                   label: str = "sparsity") -> None:
     """x = sparsity %, spaced as the log of the remaining weights (the paper's grid is then
-    evenly spaced), with a tick at every sparsity that has data."""
+    evenly spaced), with a tick at every sparsity that has data; the view also spans
+    ``extent`` (points drawn between the ticks)."""
     def forward(x: np.ndarray) -> np.ndarray:
         return -np.log10(np.clip(1 - np.asarray(x, dtype=float) / 100, 1e-6, None))
 
@@ -47,9 +49,10 @@ def _sparsity_axis(ax: plt.Axes, ticks: Sequence[float]) -> None:
     if ticks:
         ax.set_xticks(ticks)
         ax.set_xticklabels([f"{t:.2f}" for t in ticks], rotation=45, ha="right")
+        right = max([ticks[-1], *(x for x in extent if x < 100)])
         ax.set_xlim(ticks[0] - 0.5 * (ticks[1] - ticks[0]) if len(ticks) > 1 else 0,
-                    inverse(forward(ticks[-1]) + 0.1))
-    ax.set_xlabel("sparsity % (log scale of the remaining weights)")
+                    inverse(forward(right) + 0.1))
+    ax.set_xlabel(f"{label} % (log scale of the remaining weights)")
 
 
 def _style(variant: str, method: str, seen: dict[str, int]) -> dict[str, object]:
@@ -59,9 +62,16 @@ def _style(variant: str, method: str, seen: dict[str, int]) -> dict[str, object]
             "linestyle": STYLES[index % len(STYLES)]}
 
 
-def accuracy_plot(setting: str, rows: list[Row], points: list[Point]) -> bytes:
+def accuracy_plot(setting: str, rows: list[Row], points: list[Point],
+                  axis: str = "nominal") -> bytes:
     """Best-epoch test accuracy vs sparsity, mean +- std over seeds, one line per method
-    variant; the paper's numbers for this setting as hollow markers on dotted lines."""
+    variant; the paper's numbers for this setting as hollow markers on dotted lines. With
+    ``axis="effective"`` each point sits at its effective sparsity (mean over seeds; the
+    nominal one where unknown), the ticks and the paper's numbers at the nominal ones."""
+    def x(row: Row) -> float:
+        known = axis == "effective" and row.effective_sparsity is not None
+        return row.effective_sparsity if known else row.sparsity  # type: ignore[return-value]
+
     fig, ax = plt.subplots(figsize=(8.5, 5.2))
     seen: dict[str, int] = {}
     ticks: list[float] = []
@@ -77,13 +87,13 @@ def accuracy_plot(setting: str, rows: list[Row], points: list[Point]) -> bytes:
                        label=f"dense ({mean:.2f})")
             continue
         style = _style(variant, method, seen)
-        xs = [r.sparsity for r in line]
-        ticks += xs
+        xs = [x(r) for r in line]
+        ticks += [r.sparsity for r in line]
         ax.errorbar(xs, [r.best_mean for r in line], yerr=[r.best_std for r in line],
                     capsize=3, markersize=7, linewidth=1.6, label=variant, **style)
         flagged = [r for r in line if r.collapsed]
         if flagged:
-            ax.scatter([r.sparsity for r in flagged], [r.best_mean for r in flagged], s=160,
+            ax.scatter([x(r) for r in flagged], [r.best_mean for r in flagged], s=160,
                        facecolors="none", edgecolors="red", linewidths=1.5, zorder=5)
     shown = set()
     for point in points:  # the paper's numbers for the configurations it reports
@@ -107,7 +117,8 @@ def accuracy_plot(setting: str, rows: list[Row], points: list[Point]) -> bytes:
                 label=f"{name} (paper{', approx.' if refs[0].approx else ''})")
     data = sorted({r.sparsity for r in mine if r.method != "dense"})
     ticks = data + [t for t in ticks if all(abs(t - d) > 0.1 for d in data)]
-    _sparsity_axis(ax, ticks)
+    _sparsity_axis(ax, ticks, [x(r) for r in mine if r.method != "dense"],
+                   "effective sparsity" if axis == "effective" else "sparsity")
     ax.set_ylabel("test accuracy % (best epoch)")
     ax.set_title(setting, fontsize=10)
     ax.grid(alpha=0.3)

@@ -40,6 +40,7 @@ class Point:
     spectrum: dict[str, Any] | None = None
     collapse: dict[str, Any] | None = None
     labels: dict[str, Any] = dataclasses.field(default_factory=dict)
+    effective_sparsity: float | None = None  # summary.json's (runs made since it is recorded)
 
     @property
     def preset(self) -> str:
@@ -131,6 +132,7 @@ def _expand(base: Point, kind: str, summary: dict[str, Any]) -> list[Point]:
                 config={**base.config, "sparsity": float(r["sparsity"])})
             out.append(_attach(point))
         return out
+    base.effective_sparsity = summary.get("effective_sparsity")
     return [_attach(base)]
 
 
