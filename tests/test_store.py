@@ -146,8 +146,26 @@ def test_state_machine_failures_retries_and_gave_up_runs(tmp_path):
 def test_store_rejects_a_file_that_is_not_a_database(tmp_path):
     path = tmp_path / "junk.db"
     path.write_bytes(b"this is not sqlite" * 100)
-    with pytest.raises(ConfigError, match="cannot open results store"):
+    with pytest.raises(ConfigError, match="is not an SQLite database .*ntksap sweep --db"):
         Store(path)
+    assert path.read_bytes() == b"this is not sqlite" * 100
+
+
+def test_opening_a_store_without_create_writes_nothing(tmp_path):
+    missing = tmp_path / "sub" / "none.db"
+    with pytest.raises(ConfigError, match="no results store at"):
+        Store(missing, create=False)
+    assert not (tmp_path / "sub").exists()
+    other = tmp_path / "other.db"
+    sqlite3.connect(other).execute("CREATE TABLE t (x)").connection.close()
+    with pytest.raises(ConfigError, match="an SQLite database but not a results store"):
+        Store(other, create=False)
+    with Store(tmp_path / "s.db") as store:
+        store.add("s", _jobs(1))
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with Store(tmp_path / "s.db", create=False) as store:
+        assert store.counts("s")["pending"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
 def test_store_uses_wal_and_full_sync(tmp_path):

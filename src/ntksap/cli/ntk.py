@@ -23,16 +23,16 @@ from ..errors import ConfigError
 from ..masks import Masks
 from ..models import MODELS, build_model, model_spec
 from ..ntk import compare_spectra, mask_label, write_comparison
-from ..ntk.compare import DENSE, finite
+from ..ntk.compare import DENSE, check_inputs, finite
 from ..ntk.memory import DEFAULT_BUDGET, parse_bytes
 from ..ntk.params import PARAMS
 from ..ntk.runs import SPECTRUM_FILE, find_runs, run_spectrum
+from .helpformat import DefaultsFormatter, description
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ntk", help="NTK eigenvalue spectra of a dense model and its masks",
-                       description=__doc__.splitlines()[0],
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       description=description(__doc__), formatter_class=DefaultsFormatter)
     p.add_argument("--model", choices=sorted(MODELS), metavar="MODEL",
                    help=f"model name: {', '.join(sorted(MODELS))} (not with --runs)")
     p.add_argument("--runs", nargs="+", default=None, metavar="DIR",
@@ -40,7 +40,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "ntk_spectrum.json (theta_0, dense and masked) for ntksap report")
     p.add_argument("--force", action="store_true",
                    help="with --runs: measure again runs that already hold a spectrum")
-    p.add_argument("--num-classes", type=int, default=10)
+    p.add_argument("--num-classes", type=int, default=10, help="the model's logits k")
     p.add_argument("--inputs", type=int, default=100, help="Gaussian inputs n (K is nk x nk)")
     p.add_argument("--masks", nargs="*", default=[], metavar="FILE",
                    help="mask files made for this model (ntksap prune --out)")
@@ -59,13 +59,28 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0,
                    help="seeds the initialization and the inputs (with --runs: the inputs; "
                         "each run keeps its own initialization)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--json", action="store_true", help="print one JSON object, no table")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
 
+def _check(args: argparse.Namespace) -> None:
+    """The numeric flags and --out, before anything is built or written."""
+    if args.inputs < 1:
+        raise ConfigError(f"--inputs must be >= 1 (the number of Gaussian inputs); got "
+                          f"{args.inputs}")
+    if args.num_classes < 1:
+        raise ConfigError(f"--num-classes must be >= 1; got {args.num_classes}")
+    if args.input_shape is not None and any(size < 1 for size in args.input_shape):
+        raise ConfigError(f"--input-shape needs sizes >= 1, e.g. 3 32 32; got "
+                          f"{' '.join(map(str, args.input_shape))}")
+    if args.out is not None and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ConfigError(f"--out {args.out!r} is a file; give a folder (created if missing)")
+
+
 def run(args: argparse.Namespace) -> int:
     budget = parse_bytes(args.memory_budget)
+    _check(args)
     if args.runs is not None:
         return _runs(args, budget)
     if args.model is None or args.out is None:
@@ -75,6 +90,10 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"{len(args.labels)} labels for {len(args.masks)} mask files; give "
                           "one label per mask file, or none")
     model = build_model(args.model, args.num_classes, seed=args.seed).to(args.device)
+    own = tuple(model_spec(args.model).input_shape)
+    shape = tuple(args.input_shape or own)
+    if args.input_shape:
+        check_inputs(model, args.inputs, shape, args.device, expected=own)
     masks: dict[str, Masks] = {}
     for i, path in enumerate(args.masks):
         m = Masks.load(path, model)
@@ -82,7 +101,6 @@ def run(args: argparse.Namespace) -> int:
         while label in masks or label == DENSE:
             label += "'"
         masks[label] = m
-    shape = tuple(args.input_shape or model_spec(args.model).input_shape)
     generator = torch.Generator().manual_seed(args.seed)
     inputs = torch.randn((args.inputs, *shape), generator=generator).to(args.device)
     start = time.perf_counter()

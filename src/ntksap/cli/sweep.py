@@ -3,22 +3,29 @@ sanity checks, IMP) into a crash-safe results store, with local workers or on a 
 
 Finished runs are skipped, interrupted ones resume from their checkpoints, failed ones are
 recorded with their error (``--retry-failed`` runs them again). Rerunning the same command
-after a crash (even ``kill -9``) completes the sweep without losing or repeating a run.
+after a crash (even ``kill -9``) or a full disk completes the sweep without losing or repeating
+a run. A spec point that is the same run as an earlier one is run once (a warning says so).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 import sys
+from pathlib import Path
+from typing import Any
 
-from ..sweep import BACKENDS, Store, expand, load_spec, run_sweep
+from ..errors import NtksapError
+from ..sweep import BACKENDS, Store, Sweep, expand, load_spec, run_sweep
+from ..sweep.jobs import disk_full, sweep_disk_full
+from ..sweep.store import STATUSES
+from .helpformat import DefaultsFormatter, description
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sweep", help="run a grid of experiments from a YAML spec",
-                       description=__doc__.splitlines()[0],
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=description(__doc__), formatter_class=DefaultsFormatter)
     p.add_argument("spec", metavar="SPEC.yaml", help="the sweep spec (see configs/)")
     g = p.add_argument_group("overrides of the spec")
     g.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
@@ -71,8 +78,19 @@ def _overrides(args: argparse.Namespace) -> tuple[list[str], list[str]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    except (OSError, sqlite3.Error, NtksapError) as err:
+        if disk_full(err):
+            raise sweep_disk_full(err) from err
+        raise
+
+
+def _run(args: argparse.Namespace) -> int:
     sets, only = _overrides(args)
     sweep = expand(load_spec(args.spec, sets), only)
+    for line in _duplicates(sweep):
+        print(f"ntksap sweep: warning: {line}", file=sys.stderr)
     if args.dry_run:
         for job in sweep.jobs:
             labels = ", ".join(f"{k}={v}" for k, v in job.labels.items())
@@ -81,16 +99,15 @@ def run(args: argparse.Namespace) -> int:
               f"{sweep.out_dir}")
         return 0
     if args.status:
-        with Store(sweep.db) as store:
-            store.add(sweep.name, sweep.jobs)
-            store.add(sweep.queue, sweep.jobs)
-            _print_state(store, sweep.queue, args.json)
+        counts, failed = _status(sweep)
+        _print_state(sweep.queue, sweep.db, counts, failed, args.json)
         return 0
     counts = run_sweep(sweep, workers=args.workers, retry_failed=args.retry_failed,
                        progress=not args.no_progress, ray_address=args.ray_address,
                        gpus_per_trial=args.gpus_per_trial)
     with Store(sweep.db) as store:
-        _print_state(store, sweep.queue, args.json)
+        _print_state(sweep.queue, sweep.db, store.counts(sweep.queue),
+                     store.rows(sweep.queue, "failed"), args.json)
     if counts["failed"]:
         print(f"{counts['failed']} run(s) failed; fix the cause and rerun with --retry-failed",
               file=sys.stderr)
@@ -98,13 +115,37 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_state(store: Store, sweep: str, as_json: bool) -> None:
-    counts = store.counts(sweep)
-    failed = store.rows(sweep, "failed")
+def _duplicates(sweep: Sweep) -> list[str]:
+    """A warning line about the spec's points dropped as duplicates (three named)."""
+    n = len(sweep.duplicates)
+    if not n:
+        return []
+    shown = "; ".join(sweep.duplicates[:3]) + (f"; and {n - 3} more" if n > 3 else "")
+    return [f"{n} point(s) of the spec repeat an earlier point's run and are dropped (each run "
+            f"is done once): {shown}"]
+
+
+def _status(sweep: Sweep) -> tuple[dict[str, int], list[dict[str, Any]]]:
+    """Counts and failed rows of the spec's runs, read from the store without writing it;
+    runs the store has not seen (or no store yet) count as pending."""
+    rows: dict[str, dict[str, Any]] = {}
+    if Path(sweep.db).exists():
+        with Store(sweep.db, create=False) as store:
+            rows = {r["key"]: r for r in store.rows()}
+    counts = dict.fromkeys(STATUSES, 0)
+    for job in sweep.jobs:
+        counts[rows[job.key]["status"] if job.key in rows else "pending"] += 1
+    failed = [rows[j.key] for j in sweep.jobs
+              if j.key in rows and rows[j.key]["status"] == "failed"]
+    return counts, failed
+
+
+def _print_state(sweep: str, db: str, counts: dict[str, int], failed: list[dict[str, Any]],
+                 as_json: bool) -> None:
     if as_json:
-        print(json.dumps({"sweep": sweep, "db": str(store.path), **counts,
+        print(json.dumps({"sweep": sweep, "db": str(db), **counts,
                           "failed_runs": {r["key"]: r["error"] for r in failed}}))
         return
-    print(f"sweep {sweep} ({store.path}): " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    print(f"sweep {sweep} ({db}): " + ", ".join(f"{v} {k}" for k, v in counts.items()))
     for row in failed:
         print(f"  failed {row['key']}: {(row['error'] or '').splitlines()[0]}")

@@ -26,9 +26,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from ..ntk import empirical_ntk
 from ..ntk.plots import new_figure, save_figure
-from .common import LabResult, gradient_descent, output_dir
+from .common import LabResult, check_options, gradient_descent, output_dir
 from .nets import ASI, DeepNTK, doubled
 
 VARIANTS = ("plain", "asi", "doubling", "rnd")
@@ -56,6 +57,15 @@ def asi(out_dir: str | os.PathLike | None = None, *, widths: Sequence[int] = (1,
     test outputs on ``test_points`` points and loss curves. With ``check_kernel`` the summary
     also reports how far ASI's kernel is from the plain network's (relative, should be
     rounding) and the doubling trick's (not small). Figure ``asi.png`` in ``out_dir``."""
+    if len(widths) < 2 or widths[0] != 1 or widths[-1] != 1:
+        raise ConfigError(f"--widths runs from the input to the output of a 1-D function: it "
+                          f"must start and end with 1, e.g. 1 5000 5000 1; got "
+                          f"{' '.join(map(str, widths))}")
+    check_options(out_dir, {"train_points": train_points, "test_points": test_points,
+                            "steps": steps, "log_every": log_every, "widths": min(widths)},
+                  {"std": std, "lr_scale": lr_scale})
+    if not variants:
+        raise ConfigError(f"--variants needs at least one of {', '.join(VARIANTS)}")
     device = torch.device(device)
     x = torch.linspace(-1, 1, train_points, device=device).unsqueeze(1)
     y = torch.sin(4 * x)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -11,6 +12,8 @@ from typing import Any
 import torch
 from torch import nn
 from tqdm.auto import tqdm
+
+from ..errors import ConfigError
 
 
 @dataclass
@@ -68,3 +71,24 @@ def output_dir(out_dir: str | os.PathLike | None) -> Path | None:
     path = Path(out_dir)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def check_options(out_dir: str | os.PathLike | None, counts: dict[str, Any],
+                  scales: dict[str, Any] | None = None) -> None:
+    """Refuse, before any work, an ``out_dir`` that is a file, a count (width, points,
+    steps...) below 1 and a scale (std, lr_scale) that is not a positive finite number; the
+    message names the option as its command-line flag."""
+    if out_dir is not None and Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise ConfigError(f"--out {str(out_dir)!r} is a file; give a folder for the figure "
+                          "(created if missing)")
+    for name, value in counts.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{_flag(name)} must be an integer >= 1; got {value!r}")
+    for name, value in (scales or {}).items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or not (
+                value > 0 and math.isfinite(value)):
+            raise ConfigError(f"{_flag(name)} must be a positive number; got {value!r}")
+
+
+def _flag(name: str) -> str:
+    return f"--{name.replace('_', '-')}"

@@ -18,7 +18,7 @@ import torch
 
 from ..ntk import empirical_ntk
 from ..ntk.plots import new_figure, save_figure
-from .common import LabResult, eigh_desc, gradient_descent, output_dir
+from .common import LabResult, check_options, eigh_desc, gradient_descent, output_dir
 from .nets import TwoLayer
 
 
@@ -32,6 +32,8 @@ def dynamics(out_dir: str | os.PathLike | None = None, *, width: int = 10_000,
     max_t ||u_GD(t) - u_kernel(t)|| / ||u(0)||; ``..._linearized`` compares with the
     discrete-time linear model (I - eta K)^step u(0) instead, which leaves only the change of
     the kernel during training (it shrinks as the width grows)."""
+    check_options(out_dir, {"width": width, "points": points, "steps": steps,
+                            "test_points": test_points}, {"lr_scale": lr_scale})
     g = torch.Generator().manual_seed(seed)
     x = (torch.rand((points, 1), generator=g) * 2 - 1).sort(dim=0).values
     y = torch.sin(math.pi * x)

@@ -15,7 +15,7 @@ import torch
 
 from ..ntk import empirical_ntk
 from ..ntk.plots import new_figure, save_figure
-from .common import LabResult, eigh_desc, output_dir
+from .common import LabResult, check_options, eigh_desc, output_dir
 from .nets import TwoLayer
 
 
@@ -32,6 +32,8 @@ def frequency(out_dir: str | os.PathLike | None = None, *, points: int = 3000,
     [-1, 1]; zero crossings of the eigenvectors of the ``indices`` largest eigenvalues, and the
     Spearman rank correlation between crossings and index (``summary["spearman"]``). Figure
     ``frequency.png`` in ``out_dir``."""
+    check_options(out_dir, {"points": points, "width": width, "indices": indices,
+                            "shown": min(shown, default=1)})
     x = torch.linspace(-1, 1, points).unsqueeze(1)
     net = TwoLayer(width, 1, "relu", seed=seed)
     kernel = empirical_ntk(net, x, progress=progress)

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import ConfigError, InputShapeError
 from ..masks import Masks
 from .kernel import empirical_ntk
 from .memory import DEFAULT_BUDGET
@@ -46,6 +47,31 @@ def finite(row: dict[str, Any]) -> dict[str, Any]:
     become null."""
     return {k: None if isinstance(v, float) and not math.isfinite(v) else v
             for k, v in row.items()}
+
+
+def check_inputs(model: nn.Module, count: int, shape: tuple[int, ...],
+                 device: str | torch.device = "cpu",
+                 expected: tuple[int, ...] | None = None) -> None:
+    """Refuse ``count`` inputs of shape ``shape`` (one example) that ``model`` cannot take:
+    :class:`ConfigError` for a count or a size below 1, :class:`InputShapeError` (with the
+    model's own complaint, and the ``expected`` shape if known) for a shape its forward pass
+    rejects."""
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ConfigError(f"the number of inputs (--inputs) must be >= 1; got {count!r}")
+    if not shape or any(size < 1 for size in shape):
+        raise ConfigError(f"an input shape (--input-shape) needs sizes >= 1; got {shape}")
+    mode = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros((1, *shape), device=device))
+    except (RuntimeError, ValueError, IndexError) as err:
+        hint = f" {tuple(expected)}" if expected else ""
+        raise InputShapeError(f"the model cannot take inputs of shape {tuple(shape)} (one "
+                              f"example): {str(err).splitlines()[0]}; give the shape it "
+                              f"expects{hint}, or leave --input-shape out") from err
+    finally:
+        model.train(mode)
 
 
 def compare_spectra(model: nn.Module, masks: Mapping[str, Masks], inputs: torch.Tensor, *,

@@ -132,6 +132,8 @@ def run_spectrum(directory: str | Path, *, inputs: int = 100, input_seed: int = 
                  progress: bool = False) -> dict[str, Any]:
     """Write ``<directory>/ntk_spectrum.json`` (see the module docstring) and return it, with
     ``"skipped": True`` when an equal one was already there."""
+    if isinstance(inputs, bool) or not isinstance(inputs, int) or inputs < 1:
+        raise ConfigError(f"the number of inputs (--inputs) must be >= 1; got {inputs!r}")
     target = network(directory)
     directory, config = target.directory, target.config
     path = directory / SPECTRUM_FILE

@@ -12,7 +12,7 @@ from ..errors import ConfigError
 from .collapse import analyse, collapsed, path_check
 from .paper import REFERENCES, Reference, reference
 from .records import Point, load_points, setting_of, variant_labels
-from .table import Row, aggregate, markdown, write_csv
+from .table import Row, aggregate, markdown, not_reported, write_csv
 
 DENSITY_PANELS = 8  # method panels per density figure
 
@@ -31,24 +31,22 @@ class Report:
     points: list[Point] = field(default_factory=list)
 
 
-SPARSITY_AXES = ("nominal", "effective")
-
-
 def build_report(source: str | Path, out_dir: str | Path, *, sweep: str | None = None,
-                 title: str = "NTK-SAP reproduction report",
-                 sparsity_axis: str = "nominal") -> Report:
+                 title: str = "NTK-SAP reproduction report") -> Report:
     """Read the runs of ``source`` (a results store or a folder of run directories) and write
     ``results.csv``, ``results.md``, ``collapse.csv``, ``figures/*.png`` and the
-    self-contained ``index.html`` to ``out_dir``. ``sparsity_axis``: plot accuracy against
-    the nominal or the effective sparsity (:mod:`ntksap.effective`)."""
+    self-contained ``index.html`` to ``out_dir``. Everything is checked before ``out_dir`` is
+    created: a source with no run is an error (nothing to report)."""
     from . import html, plots
 
-    if sparsity_axis not in SPARSITY_AXES:
-        raise ConfigError(f"sparsity axis {sparsity_axis!r}: choose one of "
-                          f"{', '.join(SPARSITY_AXES)}")
     out = Path(out_dir)
-    (out / "figures").mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {str(out)!r} is a file; give a folder for the report (it is "
+                          "created if missing)")
     points = load_points(source, sweep)
+    if not points:
+        raise ConfigError(f"nothing to report: {_no_runs(Path(source), sweep)}")
+    (out / "figures").mkdir(parents=True, exist_ok=True)
     for p in points:
         if p.status == "done":
             p.collapse = analyse(p)
@@ -56,7 +54,7 @@ def build_report(source: str | Path, out_dir: str | Path, *, sweep: str | None =
     report = Report(out, out / "index.html", out / "results.csv", out / "results.md",
                     out / "collapse.csv", rows=rows, points=points)
     write_csv(rows, report.csv)
-    report.markdown.write_text(markdown(rows))
+    report.markdown.write_text(markdown(rows) + not_reported(points))
     _write_collapse(points, report.collapse_csv)
 
     done = [p for p in points if p.status == "done"]
@@ -66,14 +64,10 @@ def build_report(source: str | Path, out_dir: str | Path, *, sweep: str | None =
         mine = [p for p in done if setting_of(p) == setting]
         slug = html._slug(setting)
         figures.append(html.Figure(
-            setting, "Accuracy vs " + ("effective " if sparsity_axis == "effective" else "")
-            + "sparsity",
+            setting, "Accuracy vs sparsity",
             "Best-epoch test accuracy, mean ± std over seeds; hollow markers on dotted lines: "
-            "the paper's numbers; red circles: runs with layer collapse."
-            + (" Points at their effective sparsity (kept weights on no input-output path "
-               "counted as pruned), ticks and the paper's numbers at the nominal one."
-               if sparsity_axis == "effective" else ""),
-            plots.accuracy_plot(setting, rows, mine, sparsity_axis), f"{slug}-accuracy.png"))
+            "the paper's numbers; red circles: runs with layer collapse.",
+            plots.accuracy_plot(setting, rows, mine), f"{slug}-accuracy.png"))
         by_variant: dict[str, list[Point]] = {}
         for p in mine:
             if p.method != "dense" and p.densities:
@@ -103,6 +97,14 @@ def build_report(source: str | Path, out_dir: str | Path, *, sweep: str | None =
     report.html.write_text(html.page(title, str(source), points, rows, figures),
                            encoding="utf-8")
     return report
+
+
+def _no_runs(source: Path, sweep: str | None) -> str:
+    if source.is_dir():
+        return (f"no run directories (folders with a config.json) under {str(source)!r}; give "
+                "the folder ntksap run or ntksap sweep wrote to (--out-dir), or a sweep's .db")
+    return (f"the results store {str(source)!r} has no runs"
+            + (f" in sweep {sweep!r}" if sweep else "") + "; run ntksap sweep first")
 
 
 def _write_collapse(points: list[Point], path: Path) -> None:

@@ -118,13 +118,20 @@ def _collapse_section(points: list[Point]) -> str:
 
 
 def _failed_section(points: list[Point]) -> str:
-    failed = [p for p in points if p.status == "failed"]
-    unfinished = [p for p in points if p.status not in ("done", "failed")]
-    if not failed and not unfinished:
+    """The runs the tables leave out (failed, unfinished, unreadable: their directory and
+    error) and the files that could not be read."""
+    left_out = [p for p in points if p.status == "failed"] + [
+        p for p in points if p.status not in ("done", "failed")]
+    files = [(p, f) for p in points for f in p.unreadable]
+    if not left_out and not files:
         return ""
     rows = "".join(f"<tr><td><code>{escape(p.key)}</code></td><td>{escape(p.status)}</td>"
+                   f"<td><code>{escape(str(p.run_dir or ''))}</code></td>"
                    f"<td><pre>{escape((p.error or '').strip()[:1500])}</pre></td></tr>"
-                   for p in failed + unfinished)
-    return ('<section id="failed"><h2>Failed and unfinished runs</h2>'
-            '<table><thead><tr><th>run</th><th>status</th><th>error</th></tr></thead>'
-            f"<tbody>{rows}</tbody></table></section>")
+                   for p in left_out)
+    rows += "".join(f"<tr><td><code>{escape(p.key)}</code></td><td>{escape(p.status)}, a file "
+                    f"unreadable</td><td><code>{escape(str(p.run_dir or ''))}</code></td>"
+                    f"<td><pre>{escape(f)}</pre></td></tr>" for p, f in files)
+    return ('<section id="failed"><h2>Failed, unfinished and unreadable runs</h2>'
+            '<table><thead><tr><th>run</th><th>status</th><th>directory</th><th>error</th>'
+            f"</tr></thead><tbody>{rows}</tbody></table></section>")

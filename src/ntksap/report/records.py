@@ -2,7 +2,10 @@
 (SQLite file) or from a folder of run directories.
 
 An IMP run gives one point per pruning round (its whole accuracy-vs-sparsity curve). A run
-directory may hold ``ntk_spectrum.json`` (``{"eigenvalues": [...]}`` and optionally
+directory whose ``config.json`` or ``summary.json`` cannot be read (truncated, not JSON) is a
+point of status ``unreadable`` whose ``error`` names the file; an unreadable densities or
+spectrum file is named in the point's ``unreadable`` list. A run directory may hold
+``ntk_spectrum.json`` (``{"eigenvalues": [...]}`` and optionally
 ``"dense_eigenvalues"``), written by ``ntksap ntk --runs`` (:func:`ntksap.ntk.run_spectrum`);
 the report plots it.
 """
@@ -40,7 +43,7 @@ class Point:
     spectrum: dict[str, Any] | None = None
     collapse: dict[str, Any] | None = None
     labels: dict[str, Any] = dataclasses.field(default_factory=dict)
-    effective_sparsity: float | None = None  # summary.json's (runs made since it is recorded)
+    unreadable: list[str] = dataclasses.field(default_factory=list)  # files, with the reason
 
     @property
     def preset(self) -> str:
@@ -67,16 +70,20 @@ def load_points(source: str | Path, sweep: str | None = None) -> list[Point]:
 
 
 def _from_store(path: Path, sweep: str | None) -> list[Point]:
-    from ..sweep.store import Store
+    from ..sweep.store import Store, StoreError
 
     try:
-        with Store(path) as store:
+        with Store(path, create=False) as store:
             if sweep and sweep not in store.sweeps():
                 raise ConfigError(f"no sweep {sweep!r} in {path}; it has: "
                                   f"{', '.join(store.sweeps()) or 'none'}")
             rows = store.rows(sweep)
+    except StoreError as err:
+        raise ConfigError(f"{err.problem}; give a results store (the .db file a sweep wrote) "
+                          "or a folder of run directories") from err
     except sqlite3.DatabaseError as err:
-        raise ConfigError(f"{str(path)!r} is not a results store ({err})") from err
+        raise ConfigError(f"{str(path)!r} is not a readable results store ({err}); give the "
+                          ".db file a sweep wrote, or a folder of run directories") from err
     points = []
     for row in rows:
         config = row["config"].get("run", row["config"])
@@ -99,23 +106,37 @@ def _from_folder(root: Path) -> list[Point]:
         directory = config_path.parent
         if directory.name.startswith("round") and (directory.parent / "config.json").exists():
             continue  # an IMP round, reported through its IMP run
-        try:
-            record = json.loads(config_path.read_text())
-        except ValueError:
+        key = f"{directory.parent.name}/{directory.name}"
+        record, problem = read_json(config_path)
+        if problem is not None:
+            points.append(Point(key, "unreadable", "", 0.0, 0, {}, run_dir=directory,
+                                error=problem))
             continue
         kind = record.get("kind", "run")
         data = record.get("config", {})
         config = data.get("run", data)
         extra = {k: v for k, v in data.items() if k != "run"} if kind == "imp" else {}
         summary_path = directory / "summary.json"
-        summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
-        status = "done" if summary else "unfinished"
-        key = f"{directory.parent.name}/{directory.name}"
+        summary, problem = read_json(summary_path) if summary_path.exists() else ({}, None)
+        status = "unreadable" if problem else "done" if summary else "unfinished"
         base = Point(key, status, config.get("method", ""), float(config.get("sparsity", 0.0)),
                      int(config.get("seed", 0)), {**config, **extra},
-                     summary.get("final_test_acc"), summary.get("best_test_acc"), directory)
+                     summary.get("final_test_acc"), summary.get("best_test_acc"), directory,
+                     error=problem)
         points += _expand(base, kind, summary)
     return points
+
+
+def read_json(path: Path) -> tuple[dict[str, Any], str | None]:
+    """The JSON object in ``path``, or ({}, what is wrong with the file, naming it)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:  # ValueError: JSONDecodeError, UnicodeDecodeError
+        reason = f"{type(err).__name__}: {err}"
+        return {}, f"cannot read {path} ({reason}); rerun the run or delete the file"
+    if not isinstance(data, dict):
+        return {}, f"cannot read {path}: it holds a JSON {type(data).__name__}, not an object"
+    return data, None
 
 
 def _expand(base: Point, kind: str, summary: dict[str, Any]) -> list[Point]:
@@ -132,7 +153,6 @@ def _expand(base: Point, kind: str, summary: dict[str, Any]) -> list[Point]:
                 config={**base.config, "sparsity": float(r["sparsity"])})
             out.append(_attach(point))
         return out
-    base.effective_sparsity = summary.get("effective_sparsity")
     return [_attach(base)]
 
 
@@ -143,12 +163,25 @@ def _attach(point: Point) -> Point:
         return point
     densities = directory / "densities.json"
     if densities.exists():
-        point.densities = json.loads(densities.read_text())
+        point.densities = _read_any(densities, list, point)
     spectrum = directory / SPECTRUM_FILE
     if spectrum.exists():
-        data = json.loads(spectrum.read_text())
+        data = _read_any(spectrum, list | dict, point)
         point.spectrum = {"eigenvalues": data} if isinstance(data, list) else data
     return point
+
+
+def _read_any(path: Path, kind: Any, point: Point) -> Any:
+    """The JSON data of ``path`` if it is a ``kind``, else None, noted in ``point.unreadable``."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        point.unreadable.append(f"{path} ({type(err).__name__}: {err})")
+        return None
+    if not isinstance(data, kind):
+        point.unreadable.append(f"{path} (a JSON {type(data).__name__}, not the expected data)")
+        return None
+    return data
 
 
 # Grouping ------------------------------------------------------------------------------------

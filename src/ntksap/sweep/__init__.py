@@ -30,6 +30,11 @@ def run_sweep(sweep: Sweep, *, backend: str | None = None, workers: int | None =
     backend = backend or sweep.backend
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    workers = sweep.workers if workers is None else workers
+    if workers is not None and workers < 0:
+        raise ConfigError(f"--workers must be >= 1 (or 0: run in this process); got {workers}")
+    if gpus_per_trial is not None and gpus_per_trial < 0:
+        raise ConfigError(f"--gpus-per-trial must be >= 0; got {gpus_per_trial}")
     options = ExecOptions(sweep.out_dir, sweep.data_dir, sweep.download,
                           device or sweep.device)
     with Store(sweep.db) as store:
@@ -44,7 +49,7 @@ def run_sweep(sweep: Sweep, *, backend: str | None = None, workers: int | None =
                        gpus_per_trial=gpus_per_trial, progress=progress,
                        max_attempts=max_attempts, **kwargs)
     return run_local(sweep.db, sweep.queue, options, device=options.device,
-                     workers=sweep.workers if workers is None else workers, progress=progress,
+                     workers=workers, progress=progress,
                      max_attempts=max_attempts, **kwargs)
 
 

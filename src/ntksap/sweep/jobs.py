@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
 import traceback
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..errors import ConfigError, NtksapError
+from ..atomic import is_disk_full
+from ..errors import ConfigError, DiskFullError, NtksapError
 from ..experiment import RunConfig, identity, run_dir, run_experiment
 from ..train import TrainConfig
 from .imp import ImpConfig, imp_dir, run_imp
@@ -87,3 +89,29 @@ def describe_error(err: BaseException) -> str:
         return head
     tail = "".join(traceback.format_exception(err)[-6:])
     return f"{head}\n{tail}"[:8000]
+
+
+def disk_full(err: BaseException) -> bool:
+    """Whether ``err``, or an error it arose from, is a full disk: no space left to write a
+    file, or SQLite's "database or disk is full"."""
+    seen: set[int] = set()
+    cause: BaseException | None = err
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, sqlite3.OperationalError) and "disk is full" in str(cause):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return is_disk_full(err)
+
+
+def sweep_disk_full(err: BaseException) -> DiskFullError:
+    """The one-line error of a sweep stopped by a full disk (``err``)."""
+    detail = str(err).split("\n")[0]
+    if isinstance(err, DiskFullError) and getattr(err, "path", None):
+        detail = f"no space left to write {err.path}"
+    elif isinstance(err, sqlite3.Error):
+        detail = f"the results store says: {detail}"
+    return DiskFullError(f"the disk is full ({detail}); free some space and run the same command "
+                         "again: the sweep resumes where it stopped (finished runs are kept, "
+                         "interrupted ones resume from their checkpoints)",
+                         getattr(err, "path", None))

@@ -20,10 +20,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ..errors import SweepError
+from ..errors import DiskFullError, SweepError
 from .jobs import ExecOptions
 from .store import Store
-from .worker import work
+from .worker import DISK_FULL, work
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,8 @@ def plan_slots(device: str = "auto", workers: int | None = None) -> list[Slot]:
     """One slot per GPU for ``cuda`` (each worker sees one GPU through CUDA_VISIBLE_DEVICES;
     ``workers`` > GPUs shares them round-robin), else ``workers`` CPU processes (default 1)
     that split the CPU cores between them."""
+    if workers is not None and workers < 1:
+        raise SweepError(f"{workers} workers: give --workers 1 or more")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda":
@@ -97,6 +99,12 @@ def run_local(db: str | Path, sweep: str, options: ExecOptions, *, device: str =
                 if proc.poll() is not None:
                     del procs[index]
                     deaths += proc.returncode != 0
+                    if proc.returncode == DISK_FULL:
+                        raise DiskFullError(
+                            f"the disk is full (a worker stopped: see "
+                            f"{log_dir / f'worker-{index}.log'}); free some space and run the "
+                            "same command again: the sweep resumes where it stopped (finished "
+                            "runs are kept, interrupted ones resume from their checkpoints)")
             if counts["pending"] == 0 and counts["running"] == 0:
                 break
             if deaths > 3 * len(slots):

@@ -22,6 +22,10 @@ limit_per_class, eps), ``c`` or ``density`` instead of sparsity, every
 :class:`~ntksap.train.TrainConfig` field (``epochs``, ``lr``, ... or ``train: {...}``), and
 ``rewind_epoch`` for method ``imp``. Command-line overrides: ``--set PATH=VALUE`` (YAML value;
 applied at the top level and in every group that has PATH) and ``--only FIELD=V1,V2``.
+
+A point that is the same run as an earlier one (a value repeated in a grid axis, two groups
+that share a point) is run once: :attr:`Sweep.duplicates` names each one dropped by its grid
+values, and ``ntksap sweep`` prints a warning line about them.
 """
 
 from __future__ import annotations
@@ -68,6 +72,7 @@ class Sweep:
     device: str = "auto"
     max_attempts: int = 3
     only: tuple[str, ...] = ()
+    duplicates: list[str] = dataclasses.field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.db = self.db or str(Path(self.out_dir) / "ntksap.db")
@@ -154,6 +159,7 @@ def expand(spec: dict[str, Any], only: Iterable[str] = ()) -> Sweep:
     filters = _filters(only)
     groups = spec.get("groups") or [{"name": "main"}]
     jobs: dict[str, Job] = {}
+    duplicates: list[str] = []
     for index, group in enumerate(groups):
         if not isinstance(group, dict) or set(group) - set(GROUP_KEYS):
             raise ConfigError(f"group {index} of the spec must be a mapping with keys among "
@@ -166,15 +172,33 @@ def expand(spec: dict[str, Any], only: Iterable[str] = ()) -> Sweep:
                 job = make_job(_config(point), {"group": name, **axes})
             except NtksapError as err:
                 raise ConfigError(f"sweep point {_show(point)} (group {name!r}): {err}") from err
-            jobs.setdefault(job.key, job)
+            if job.key in jobs:
+                first = jobs[job.key].labels["group"]
+                where = f"group {name!r}" + (f" and {first!r}" if first != name else "")
+                duplicates.append(f"{_show(axes)} ({where})")
+            else:
+                jobs[job.key] = job
     if not jobs:
         raise ConfigError("the sweep has no runs: give the spec a grid (and check --only)")
     return Sweep(name=str(spec["name"]), jobs=list(jobs.values()),
                  out_dir=str(spec.get("out_dir") or "runs"), db=str(spec.get("db") or ""),
                  data_dir=spec.get("data_dir"), download=bool(spec.get("download", False)),
-                 backend=str(spec.get("backend") or "local"), workers=spec.get("workers"),
+                 backend=str(spec.get("backend") or "local"),
+                 workers=_count(spec.get("workers"), "workers", 0),
                  device=str(spec.get("device") or "auto"),
-                 max_attempts=int(spec.get("max_attempts") or 3), only=tuple(only))
+                 max_attempts=_count(spec.get("max_attempts"), "max_attempts", 1) or 3,
+                 only=tuple(only), duplicates=duplicates)
+
+
+def _count(value: Any, name: str, least: int) -> int | None:
+    """An integer setting of the spec (None if not given), at least ``least``."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        flag = "--" + name.replace("_", "-")
+        raise ConfigError(f"{name} (spec key, or {flag}) must be an integer >= {least}; got "
+                          f"{value!r}")
+    return value
 
 
 def _points(spec: dict[str, Any], group: dict[str, Any]
@@ -196,7 +220,8 @@ def _points(spec: dict[str, Any], group: dict[str, Any]
         axes = dict(zip(grid, combo, strict=True))
         point = {**fixed, **axes}
         if shortcut and point.get("method") in UNMASKED:  # nothing to shuffle or invert
-            point["transform"] = axes["transform"] = ""
+            if axes["transform"]:
+                continue  # the same run as the point without a sanity check
         yield point, axes
 
 

@@ -122,31 +122,55 @@ def _alive(pid: int) -> bool:
         return True
 
 
-class Store:
-    """The SQLite results store at ``path`` (created on first use). One instance per process
-    and thread; any number of processes may use the same file at once."""
+class StoreError(ConfigError):
+    """A results store that cannot be opened: ``problem`` names the file and what is wrong,
+    the message adds the fix."""
 
-    def __init__(self, path: str | os.PathLike, *, timeout: float = 60.0) -> None:
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+        super().__init__(f"{problem}; give the .db file a sweep wrote (ntksap sweep --db)")
+
+
+class Store:
+    """The SQLite results store at ``path`` (created on first use; with ``create=False`` it
+    must exist, and opening it writes nothing). One instance per process and thread; any
+    number of processes may use the same file at once."""
+
+    def __init__(self, path: str | os.PathLike, *, timeout: float = 60.0,
+                 create: bool = True) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not create and not self.path.is_file():
+            raise StoreError(f"no results store at {str(self.path)!r}"
+                             + (" (it is a folder)" if self.path.is_dir() else ""))
+        if create:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        target = self.path if create else self.path.resolve().as_uri() + "?mode=rw"
         try:
-            self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
+            self._db = sqlite3.connect(target, timeout=timeout, isolation_level=None,
+                                       uri=not create)
             self._db.row_factory = sqlite3.Row
             self._db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-            self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute("PRAGMA synchronous = FULL")
-            with self._write():
-                for statement in filter(str.strip, _SCHEMA.split(";")):
-                    self._db.execute(statement)
-                self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)",
-                                 (str(SCHEMA_VERSION),))
+            if create:
+                self._create()
+            version = self._db.execute("SELECT value FROM meta WHERE name='schema'").fetchone()
         except sqlite3.DatabaseError as err:
-            raise ConfigError(f"cannot open results store {str(self.path)!r} as an SQLite "
-                              f"database ({err}); point --db at another file") from err
-        version = self._db.execute("SELECT value FROM meta WHERE name='schema'").fetchone()[0]
-        if int(version) != SCHEMA_VERSION:
-            raise ConfigError(f"results store {str(self.path)!r} has schema {version}, this "
-                              f"ntksap reads {SCHEMA_VERSION}; use another --db")
+            why = ("an SQLite database but not a results store" if "no such table" in str(err)
+                   else f"not an SQLite database ({err})")
+            raise StoreError(f"{str(self.path)!r} is {why}") from err
+        if version is None or int(version[0]) != SCHEMA_VERSION:
+            raise StoreError(f"results store {str(self.path)!r} has schema "
+                             f"{version[0] if version else 'none'}, this ntksap reads "
+                             f"{SCHEMA_VERSION}")
+
+    def _create(self) -> None:
+        """WAL mode and the tables (if new)."""
+        self._db.execute("PRAGMA journal_mode = WAL")
+        with self._write():
+            for statement in filter(str.strip, _SCHEMA.split(";")):
+                self._db.execute(statement)
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)",
+                             (str(SCHEMA_VERSION),))
 
     def close(self) -> None:
         self._db.close()
@@ -269,22 +293,36 @@ class Store:
             for row in rows:
                 dead = ((row["host"] == host and row["pid"] and not _alive(row["pid"]))
                         or now - (row["heartbeat"] or 0) > stale_after)
-                if not dead:
-                    continue
-                why = f"worker {row['worker']} died (attempt {row['attempts']})"
-                if row["attempts"] >= max_attempts:
-                    db.execute("UPDATE runs SET status = 'failed', claim = NULL, error = ?, "
-                               "finished = ? WHERE key = ?",
-                               (f"{why}; gave up after {row['attempts']} attempts (raise "
-                                "--max-attempts, or look for the cause in the worker logs)",
-                                now, row["key"]))
-                    self._event(row["key"], "failed", row["worker"], why)
-                else:
-                    db.execute("UPDATE runs SET status = 'pending', claim = NULL WHERE key = ?",
-                               (row["key"],))
-                    self._event(row["key"], "reclaimed", row["worker"], why)
-                reclaimed.append(row["key"])
+                if dead:
+                    self._died(row, f"worker {row['worker']} died", max_attempts)
+                    reclaimed.append(row["key"])
         return reclaimed
+
+    def worker_died(self, claim: Claim, why: str, max_attempts: int = 3) -> str | None:
+        """Record that the claimed row's worker died (``why``): the attempt counts, and the
+        row goes back to ``pending``, or to ``failed`` once it has been tried
+        ``max_attempts`` times (as :meth:`reclaim` does). Returns the row's new status, None
+        if the claim was lost."""
+        with self._write() as db:
+            row = db.execute("SELECT * FROM runs WHERE key = ? AND claim = ? AND "
+                             "status = 'running'", (claim.job.key, claim.token)).fetchone()
+            return None if row is None else self._died(row, why, max_attempts)
+
+    def _died(self, row: sqlite3.Row, why: str, max_attempts: int) -> str:
+        """Inside a write transaction: the running ``row`` lost its worker."""
+        why = f"{why} (attempt {row['attempts']})"
+        if row["attempts"] >= max_attempts:
+            self._db.execute("UPDATE runs SET status = 'failed', claim = NULL, error = ?, "
+                             "finished = ? WHERE key = ?",
+                             (f"{why}; gave up after {row['attempts']} attempts (raise "
+                              "--max-attempts, or look for the cause in the worker logs)",
+                              time.time(), row["key"]))
+            self._event(row["key"], "failed", row["worker"], why)
+            return "failed"
+        self._db.execute("UPDATE runs SET status = 'pending', claim = NULL WHERE key = ?",
+                         (row["key"],))
+        self._event(row["key"], "reclaimed", row["worker"], why)
+        return "pending"
 
     def retry_failed(self, sweep: str | None = None) -> int:
         """Put the failed rows (of ``sweep``) back to pending, with their attempts reset."""

@@ -17,10 +17,12 @@ import sys
 import threading
 from pathlib import Path
 
-from .jobs import ExecOptions, describe_error, execute
+from ..errors import DiskFullError
+from .jobs import ExecOptions, describe_error, disk_full, execute, sweep_disk_full
 from .store import Claim, Store, worker_name
 
 ORPHANED = 3  # exit code of a worker whose sweep process died
+DISK_FULL = 4  # exit code of a worker stopped by a full disk (its run given back)
 
 
 class Heartbeat(threading.Thread):
@@ -54,7 +56,9 @@ class Heartbeat(threading.Thread):
 
 def work(db: str | Path, sweep: str | None, options: ExecOptions, *, heartbeat: float = 10.0,
          parent: int | None = None, worker: str | None = None) -> int:
-    """Run pending rows of ``sweep`` until none is left; returns how many this worker ran."""
+    """Run pending rows of ``sweep`` until none is left; returns how many this worker ran.
+    A full disk is not the run's fault: its row is given back and :class:`DiskFullError`
+    raised."""
     store = Store(db)
     worker = worker or worker_name()
     ran = 0
@@ -71,6 +75,9 @@ def work(db: str | Path, sweep: str | None, options: ExecOptions, *, heartbeat: 
                 raise
             except Exception as err:  # any failure of the run is recorded, not fatal
                 beat.stop()
+                if disk_full(err):
+                    _give_back(store, claim)
+                    raise sweep_disk_full(err) from err
                 store.fail(claim, describe_error(err))
                 print(f"run {claim.job.key} failed: {err}", file=sys.stderr, flush=True)
             else:
@@ -82,6 +89,14 @@ def work(db: str | Path, sweep: str | None, options: ExecOptions, *, heartbeat: 
     finally:
         store.close()
     return ran
+
+
+def _give_back(store: Store, claim: Claim) -> None:
+    """Release ``claim`` if the disk lets us (else the next sweep reclaims it)."""
+    try:
+        store.release(claim, "the disk is full")
+    except Exception:  # noqa: BLE001 - the store's disk may be the full one
+        pass
 
 
 def _terminate(signum: int, frame: object) -> None:
@@ -105,7 +120,11 @@ def main(argv: list[str] | None = None) -> int:
         import torch
         torch.set_num_threads(args.threads)
     options = ExecOptions(args.out_dir, args.data_dir, args.download, args.device)
-    work(args.db, args.sweep, options, heartbeat=args.heartbeat, parent=args.parent)
+    try:
+        work(args.db, args.sweep, options, heartbeat=args.heartbeat, parent=args.parent)
+    except DiskFullError as err:
+        print(f"worker stopped: {err}", file=sys.stderr, flush=True)
+        return DISK_FULL
     return 0
 
 
