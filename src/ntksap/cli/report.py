@@ -21,12 +21,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="where the report is written")
     p.add_argument("--sweep", help="report only this sweep of the store")
     p.add_argument("--title", default="NTK-SAP reproduction report")
+    p.add_argument("--sparsity-axis", choices=("nominal", "effective"), default="nominal",
+                   help="plot accuracy against the nominal sparsity or the effective one (kept "
+                        "weights on no input-output path counted as pruned)")
 
 
 def run(args: argparse.Namespace) -> int:
     from ..report import build_report
 
-    report = build_report(args.source, args.out, sweep=args.sweep, title=args.title)
+    report = build_report(args.source, args.out, sweep=args.sweep, title=args.title,
+                          sparsity_axis=args.sparsity_axis)
     done = sum(p.status == "done" for p in report.points)
     flagged = sum(bool(p.collapse and (p.collapse["layers"] or p.collapse.get("disconnected")))
                   for p in report.points)

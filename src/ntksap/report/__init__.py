@@ -31,14 +31,22 @@ class Report:
     points: list[Point] = field(default_factory=list)
 
 
+SPARSITY_AXES = ("nominal", "effective")
+
+
 def build_report(source: str | Path, out_dir: str | Path, *, sweep: str | None = None,
-                 title: str = "NTK-SAP reproduction report") -> Report:
+                 title: str = "NTK-SAP reproduction report",
+                 sparsity_axis: str = "nominal") -> Report:
     """Read the runs of ``source`` (a results store or a folder of run directories) and write
     ``results.csv``, ``results.md``, ``collapse.csv``, ``figures/*.png`` and the
     self-contained ``index.html`` to ``out_dir``. Everything is checked before ``out_dir`` is
-    created: a source with no run is an error (nothing to report)."""
+    created: a source with no run is an error (nothing to report). ``sparsity_axis``: plot
+    accuracy against the nominal or the effective sparsity (:mod:`ntksap.effective`)."""
     from . import html, plots
 
+    if sparsity_axis not in SPARSITY_AXES:
+        raise ConfigError(f"sparsity axis {sparsity_axis!r}: choose one of "
+                          f"{', '.join(SPARSITY_AXES)}")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {str(out)!r} is a file; give a folder for the report (it is "
@@ -64,10 +72,14 @@ def build_report(source: str | Path, out_dir: str | Path, *, sweep: str | None =
         mine = [p for p in done if setting_of(p) == setting]
         slug = html._slug(setting)
         figures.append(html.Figure(
-            setting, "Accuracy vs sparsity",
+            setting, "Accuracy vs " + ("effective " if sparsity_axis == "effective" else "")
+            + "sparsity",
             "Best-epoch test accuracy, mean ± std over seeds; hollow markers on dotted lines: "
-            "the paper's numbers; red circles: runs with layer collapse.",
-            plots.accuracy_plot(setting, rows, mine), f"{slug}-accuracy.png"))
+            "the paper's numbers; red circles: runs with layer collapse."
+            + (" Points at their effective sparsity (kept weights on no input-output path "
+               "counted as pruned), ticks and the paper's numbers at the nominal one."
+               if sparsity_axis == "effective" else ""),
+            plots.accuracy_plot(setting, rows, mine, sparsity_axis), f"{slug}-accuracy.png"))
         by_variant: dict[str, list[Point]] = {}
         for p in mine:
             if p.method != "dense" and p.densities:

@@ -44,6 +44,7 @@ class Point:
     collapse: dict[str, Any] | None = None
     labels: dict[str, Any] = dataclasses.field(default_factory=dict)
     unreadable: list[str] = dataclasses.field(default_factory=list)  # files, with the reason
+    effective_sparsity: float | None = None  # summary.json's (runs made since it is recorded)
 
     @property
     def preset(self) -> str:
@@ -153,6 +154,7 @@ def _expand(base: Point, kind: str, summary: dict[str, Any]) -> list[Point]:
                 config={**base.config, "sparsity": float(r["sparsity"])})
             out.append(_attach(point))
         return out
+    base.effective_sparsity = summary.get("effective_sparsity")
     return [_attach(base)]
 
 

@@ -37,6 +37,7 @@ class Row:
     disconnected: int
     effective_density: float | None  # %, mean over seeds where checked
     seeds: str
+    effective_sparsity: float | None = None  # %, mean over seeds where known
 
 
 def _order(method: str) -> int:
@@ -60,6 +61,7 @@ def aggregate(points: list[Point]) -> list[Row]:
         ref = _paper(first)
         effective = [100 * p.collapse["effective_density"] for p in members
                      if p.collapse and p.collapse.get("effective_density") is not None]
+        pruned = [x for x in map(effective_sparsity, members) if x is not None]
         rows.append(Row(
             setting, variant, first.method, sparsity, len(members), statistics.fmean(best),
             _std(best), statistics.fmean(final), _std(final),
@@ -67,9 +69,21 @@ def aggregate(points: list[Point]) -> list[Row]:
             sum(collapsed(p.collapse) for p in members),
             sum(bool(p.collapse and p.collapse.get("disconnected")) for p in members),
             statistics.fmean(effective) if effective else None,
-            ",".join(str(s) for s in sorted(p.seed for p in members))))
+            ",".join(str(s) for s in sorted(p.seed for p in members)),
+            statistics.fmean(pruned) if pruned else None))
     rows.sort(key=lambda r: (r.setting, _order(r.method), r.variant, r.sparsity))
     return rows
+
+
+def effective_sparsity(point: Point) -> float | None:
+    """A point's effective sparsity in % (Vysogorets and Kempe 2023, :mod:`ntksap.effective`):
+    its run's record, else 100 - the report's path check's effective density, else None."""
+    if point.effective_sparsity is not None:
+        return 100 * point.effective_sparsity
+    if point.method == "dense":
+        return 0.0
+    density = (point.collapse or {}).get("effective_density")
+    return None if density is None else 100 * (1 - density)
 
 
 def paper_variant(point: Point) -> tuple[str, str, int | None] | None:
@@ -116,6 +130,8 @@ def cell(row: Row) -> str:
         text += f" (n={row.n})"
     if row.collapsed:
         text += f" ⚠{row.collapsed}"
+    if row.effective_sparsity is not None and row.effective_sparsity - row.sparsity >= 0.005:
+        text += f" [eff. {row.effective_sparsity:.2f} %]"
     return text
 
 
@@ -143,8 +159,9 @@ def markdown(rows: list[Row]) -> str:
     if not rows:
         return "No finished runs.\n"
     parts = ["Best-epoch test accuracy (%), mean ± std over seeds; n = number of seeds when "
-             "not 1; ⚠k = k runs with layer collapse; (paper) rows: the paper's numbers, "
-             "~ read off its figures.\n"]
+             "not 1; ⚠k = k runs with layer collapse; [eff. x %]: the effective sparsity "
+             "(kept weights on no input-output path counted as pruned), where it exceeds the "
+             "column's; (paper) rows: the paper's numbers, ~ read off its figures.\n"]
     for setting, (columns, lines) in pivot(rows).items():
         parts.append(f"\n### {setting}\n")
         parts.append("| method | " + " | ".join(f"{c:.2f} %" for c in columns) + " |")
