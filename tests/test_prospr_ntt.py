@@ -296,3 +296,40 @@ def test_both_are_registered_with_their_papers_rounds():
     assert ProsPr.default_rounds == 1 and NTT.default_rounds == 1
     assert ProsPr.needs_data and NTT.needs_data
     assert (ProsPr().steps, ProsPr().lr, ProsPr().meta_batch_size) == (3, 0.1, 128)
+
+
+def test_prospr_turns_running_out_of_device_memory_into_a_clear_error(monkeypatch):
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(ProsPr, "_meta_gradients", out_of_memory)
+    with pytest.raises(MemoryBudgetError, match="lower meta_batch_size .now 128. or steps"):
+        ntksap.prune(_conv_bn(), "prospr", 0.5, data=_images(6))
+
+
+def test_ntt_runs_its_epochs_and_updates_its_mask_from_the_student(double_precision):
+    model = _conv_bn(torch.float64)
+    x = _images(10, seed=6, dtype=torch.float64)[0]
+    net, ctx = _context(model, x, 0.3)
+    ntt = dict(inputs_per_step=4, lr=1e-2, progress_bar=False)
+    assert len(NTT(epochs=2, **ntt).transfer(net, ctx).history) == 2 * 3  # batches 4, 4, 2
+    # mask updates every step but in the last: the final mask is chosen after step 1, so it
+    # is the top 30 % by magnitude of the weights a one-step run ends with
+    updated = NTT(steps=3, mask_update_every=1, **ntt).transfer(*_context(model, x, 0.3))
+    one_step = NTT(steps=1, **ntt).transfer(*_context(model, x, 0.3))
+    weights = {n: one_step.params[f"{n}.weight"].abs() for n in updated.masks}
+    flat = torch.cat([w.flatten() for w in weights.values()])
+    threshold = flat.sort(descending=True).values[round(0.3 * len(flat)) - 1]
+    for name, w in weights.items():
+        assert torch.equal(updated.masks[name], w >= threshold)
+    start = NTT(steps=1, **ntt).transfer(*_context(model, x, 0.3)).masks
+    assert any(not torch.equal(start[n], updated.masks[n]) for n in start)
+
+
+def test_ntt_layerwise_student_masks_keep_each_layers_share():
+    model = _conv_bn()
+    x = _images(6)[0]
+    learned = NTT(steps=1, mask_scope="layerwise", progress_bar=False).transfer(
+        *_context(model, x, 0.25))
+    for mask in learned.masks.values():
+        assert abs(int(mask.sum()) - 0.25 * mask.numel()) < 1
