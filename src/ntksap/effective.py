@@ -198,7 +198,10 @@ def effective_masks(model: nn.Module, masks: Mapping[str, torch.Tensor],
                                     f"{type(model).__name__}.forward takes {len(placeholders)}")
     x = torch.ones((1, *input_shape), dtype=torch.float64)
     with torch.enable_grad():
-        out = _PathNetwork(traced, weights).run(x)
+        try:
+            out = _PathNetwork(traced, weights).run(x)
+        except UntraceableModelError as err:  # fx appends the graph node: keep one line
+            raise UntraceableModelError(str(err).splitlines()[0]) from None
         if not isinstance(out, torch.Tensor):
             raise UntraceableModelError(f"effective sparsity needs a model that returns one "
                                         f"tensor; {type(model).__name__} returns "
