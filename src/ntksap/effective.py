@@ -18,7 +18,8 @@ respect to a weight is positive exactly when the weight lies on an input-output 
 so after every operation the values are replaced by their support (x > 0 -> 1) and so is every
 gradient on the way back: a positive rescaling of each entry, which leaves every "is it
 positive" answer unchanged and keeps all numbers small integers or simple fractions. It runs on
-the CPU in float64, where a sum of non-negative terms is zero only if every term is.
+the CPU in float64, where a sum of non-negative terms is zero only if every term is. The
+model's own parameters are never used: it is neither copied nor changed, on any device.
 
 Supported: Conv1d/2d/3d, Linear, BatchNorm, elementwise activations (modules or functions),
 dropout, max/avg/adaptive pooling, flatten/reshape/view, residual additions, concatenation and

@@ -22,7 +22,7 @@ from ..errors import ConfigError
 from ..ntk.runs import SPECTRUM_FILE
 from ..train import get_preset
 
-VARIANT_FIELDS = ("transform", "rounds", "repeats", "eps", "scope", "rewind_epoch")
+VARIANT_FIELDS = ("transform", "rounds", "repeats", "eps", "scope", "rewind_epoch", "holdout")
 
 
 @dataclasses.dataclass
