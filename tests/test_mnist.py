@@ -216,3 +216,15 @@ def test_short_run_on_real_mnist(capsys, tmp_path, monkeypatch):
     assert summary["effective_sparsity"] >= 0.98
     record = json.loads((Path(summary["run_dir"]) / "config.json").read_text())["config"]
     assert record["holdout"] == 0.1 and record["train"]["lr"] == 0.01
+
+
+def test_report_settings_tell_hold_outs_apart():
+    from ntksap.report.records import Point, setting_of
+
+    def point(preset: str, **config: object) -> Point:
+        return Point("k", "done", "snip", 0.9, 0, {"preset": preset, **config})
+
+    assert setting_of(point("mnist-lenet300", holdout=0.1)) == "mnist-lenet300"
+    assert setting_of(point("mnist-lenet300")) == "mnist-lenet300 [holdout=0]"  # a store row
+    assert setting_of(point("cifar10-resnet20")) == "cifar10-resnet20"  # runs before the field
+    assert setting_of(point("cifar10-resnet20", holdout=0.2)) == "cifar10-resnet20 [holdout=0.2]"
