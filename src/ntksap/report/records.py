@@ -22,7 +22,7 @@ from ..errors import ConfigError
 from ..ntk.runs import SPECTRUM_FILE
 from ..train import get_preset
 
-VARIANT_FIELDS = ("transform", "rounds", "repeats", "eps", "scope", "rewind_epoch", "holdout")
+VARIANT_FIELDS = ("transform", "rounds", "repeats", "eps", "scope", "rewind_epoch")
 
 
 @dataclasses.dataclass
@@ -196,13 +196,16 @@ def setting_of(point: Point) -> str:
     try:
         p = get_preset(preset)
         defaults = {"dataset": p.dataset, "model": p.model,
-                    "train": dataclasses.asdict(p.train)}
+                    "train": dataclasses.asdict(p.train), "holdout": p.holdout}
     except ConfigError:
         defaults = {}
     bits = [str(point.config.get(k)) for k in ("dataset", "model")
             if point.config.get(k) and point.config.get(k) != defaults.get(k)]
     if point.config.get("limit_per_class"):
         bits.append(f"{point.config['limit_per_class']}/class")
+    holdout = point.config.get("holdout") or 0.0  # runs before the field: none
+    if defaults and holdout != defaults["holdout"]:
+        bits.append(f"holdout={holdout:g}")
     train, base = point.config.get("train") or {}, defaults.get("train") or {}
     for name, value in sorted(train.items()):
         if name in base and _plain(base[name]) != _plain(value):
