@@ -22,7 +22,7 @@ from ntksap.errors import ConfigError
 from ntksap.experiment import resolve, run_dir, run_experiment
 from ntksap.report import build_report
 from ntksap.sweep import Store, expand, imp_config, load_spec, run_imp, run_sweep, sparsity_of_c
-from ntksap.sweep.imp import round_sparsities
+from ntksap.sweep.imp import imp_dir, round_sparsities
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 QUICK = {"dataset": "synthetic", "model": "convnet", "limit_per_class": 20, "epochs": 2,
@@ -116,7 +116,8 @@ def test_paper_configs_expand():
 def test_eps_reaches_ntksap_and_old_run_dirs_keep_their_names(tmp_path):
     plain = resolve("cifar10-resnet20", "ntksap", 0.5)
     fields = dataclasses.asdict(plain)
-    fields.pop("eps")  # the digest as it was before the field existed
+    fields.pop("eps")  # the digest as it was before these fields existed
+    fields.pop("holdout")
     old = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
     assert run_dir(plain, "o").name.endswith(old)
     assert resolve("cifar10-resnet20", "ntksap", 0.5, eps=0.01) == plain  # the default
@@ -127,6 +128,17 @@ def test_eps_reaches_ntksap_and_old_run_dirs_keep_their_names(tmp_path):
     out = run_experiment(config, out_dir=tmp_path, progress=False)
     meta = Masks.load(Path(out["run_dir"]) / "masks.pt").meta
     assert meta["options"]["eps"] == 1e-3
+
+
+def test_imp_directories_made_before_holdout_existed_keep_their_name():
+    config = imp_config("cifar10-resnet20", 1 - 0.8 ** 4, rewind_epoch=1)
+    fields = dataclasses.asdict(config)
+    fields["run"].pop("holdout")  # the digest as it was before the field existed
+    old = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
+    assert imp_dir(config, "o").name.endswith(old)
+    held = imp_config("mnist-lenet300", 0.9, rewind_epoch=1)
+    assert held.run.holdout and imp_dir(held, "o") != imp_dir(
+        dataclasses.replace(held, run=dataclasses.replace(held.run, holdout=0.0)), "o")
 
 
 def test_imp_prunes_trained_weights_rewinds_and_resumes(tmp_path):

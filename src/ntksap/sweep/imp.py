@@ -66,9 +66,13 @@ def imp_config(preset: str, sparsity: float, *, rounds: int = 0, rewind_epoch: i
 
 
 def imp_dir(config: ImpConfig, out_dir: str | Path) -> Path:
-    """``OUT/<preset>/imp-sp<sparsity>-seed<seed>-<digest of the whole config>``."""
-    digest = hashlib.sha256(json.dumps(dataclasses.asdict(config), sort_keys=True)
-                            .encode()).hexdigest()[:10]
+    """``OUT/<preset>/imp-sp<sparsity>-seed<seed>-<digest of the whole config>``; the run's
+    ``holdout``, added later, is left out of the digest at its default (0) so that IMP
+    directories made before it existed keep their name."""
+    fields = dataclasses.asdict(config)
+    if not fields["run"].get("holdout"):
+        fields["run"].pop("holdout", None)
+    digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
     run = config.run
     return Path(out_dir) / run.preset / f"imp-sp{run.sparsity:g}-seed{run.seed}-{digest}"
 
