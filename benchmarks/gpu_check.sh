@@ -72,7 +72,7 @@ import copy, dataclasses, os, torch, ntksap
 from ntksap.methods import METHODS
 device = torch.device(os.environ["DEVICE"])
 TINY = {"ntksap": {"repeats": 2}, "prospr": {"steps": 1},
-        "ntt": {"steps": 2, "ntk_inputs": 2, "progress": False}}
+        "ntt": {"steps": 2, "ntk_inputs": 2, "progress": False, "progress_bar": False}}
 g = torch.Generator().manual_seed(0)
 n = int(os.environ["EXAMPLES"])
 x, y = torch.randn(n, 3, 32, 32, generator=g), torch.randint(0, 10, (n,), generator=g)

@@ -30,7 +30,7 @@ SPARSITY = 0.8
 FAST = {
     "ntksap": dict(repeats=1, samples=4, batch_size=4),
     "prospr": dict(steps=1, batch_size=4),
-    "ntt": dict(steps=1, batch_size=4, ntk_inputs=2, progress=False),
+    "ntt": dict(steps=1, batch_size=4, ntk_inputs=2, progress=False, progress_bar=False),
 }
 
 
