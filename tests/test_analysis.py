@@ -132,3 +132,47 @@ def test_cli_compare_masks_needs_two_existing_files(tmp_path, capsys):
     assert "at least two mask files" in capsys.readouterr().err
     assert main(["compare-masks", str(a), str(tmp_path / "missing.pt")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+# ----- the report's heatmap
+
+def _fake_run(root, method: str, seed: int, sparsity: float = 0.9) -> None:
+    """A finished run directory with a convnet mask (the report reads nothing else here)."""
+    directory = root / "cifar10-resnet20" / f"{method}-sp{sparsity}-seed{seed}"
+    directory.mkdir(parents=True)
+    model = ntksap.build_model("convnet", 10, seed=seed)
+    ntksap.prune(model, method, sparsity, input_shape=(3, 32, 32), seed=seed).save(
+        directory / "masks.pt")
+    config = {"preset": "cifar10-resnet20", "method": method, "sparsity": sparsity,
+              "seed": seed, "dataset": "cifar10", "model": "convnet", "num_classes": 10}
+    (directory / "config.json").write_text(json.dumps({"config": config}))
+    (directory / "summary.json").write_text(json.dumps(
+        {"final_test_acc": 0.5, "best_test_acc": 0.5, "best_epoch": 1}))
+
+
+def test_report_has_a_mask_overlap_heatmap_at_the_chosen_sparsity(tmp_path):
+    from ntksap.report import build_report, load_points, variant_labels
+    from ntksap.report.overlap import overlap_figure
+
+    runs = tmp_path / "runs"
+    for method, seed in (("magnitude", 0), ("magnitude", 1), ("random", 1), ("synflow", 1)):
+        _fake_run(runs, method, seed)
+    _fake_run(runs, "random", 0, sparsity=0.5)
+    points = load_points(runs)
+    labels = variant_labels(points)
+    heatmap = overlap_figure(points, labels)  # default: the highest sparsity, 0.9
+    assert (heatmap.sparsity, heatmap.seed) == (0.9, 1)  # the seed three variants share
+    assert heatmap.labels == ["magnitude", "random", "synflow"]
+    assert overlap_figure(points, labels, 0.5) is None  # one variant only
+    assert overlap_figure(points, labels, 0.3) is None
+    report = build_report(runs, tmp_path / "report", overlap_sparsity=0.9)
+    assert any(f.name.endswith("-overlap.png") for f in report.figures)
+    assert "Mask overlap" in report.html.read_text()
+
+
+def test_report_refuses_an_overlap_sparsity_out_of_range(tmp_path, capsys):
+    _fake_run(tmp_path / "runs", "magnitude", 0)
+    assert main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "r"),
+                 "--overlap-sparsity", "98.2"]) == 2
+    assert "a fraction in [0, 1)" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

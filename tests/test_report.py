@@ -143,9 +143,9 @@ def test_report_builds_the_table_plots_and_collapse_flags(report):
         ("snip", "fc", "1")]
     names = sorted(p.name for p in report.figures)
     assert names == ["cifar10-resnet20-accuracy.png", "cifar10-resnet20-density-1.png",
-                     "cifar10-resnet20-spectrum.png"]
+                     "cifar10-resnet20-overlap.png", "cifar10-resnet20-spectrum.png"]
     page = report.html.read_text()
-    assert page.count("data:image/png;base64,") == 3 and "http" not in page.replace(
+    assert page.count("data:image/png;base64,") == 4 and "http" not in page.replace(
         "http-equiv", "")  # self-contained
     assert "Layer collapse in 1 of 12" in page and "NonFiniteScoreError" in page
 

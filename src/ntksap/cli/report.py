@@ -24,13 +24,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sparsity-axis", choices=("nominal", "effective"), default="nominal",
                    help="plot accuracy against the nominal sparsity or the effective one (kept "
                         "weights on no input-output path counted as pruned)")
+    p.add_argument("--overlap-sparsity", type=float, default=None, metavar="S",
+                   help="sparsity (a fraction, e.g. 0.982) of the mask-overlap heatmap across "
+                        "methods (default: the highest with masks of two methods)")
 
 
 def run(args: argparse.Namespace) -> int:
     from ..report import build_report
 
     report = build_report(args.source, args.out, sweep=args.sweep, title=args.title,
-                          sparsity_axis=args.sparsity_axis)
+                          sparsity_axis=args.sparsity_axis,
+                          overlap_sparsity=args.overlap_sparsity)
     done = sum(p.status == "done" for p in report.points)
     flagged = sum(bool(p.collapse and (p.collapse["layers"] or p.collapse.get("disconnected")))
                   for p in report.points)

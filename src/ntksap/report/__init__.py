@@ -10,6 +10,8 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from .collapse import analyse, collapsed, path_check
+from .overlap import check_sparsity as check_overlap_sparsity
+from .overlap import overlap_figure
 from .paper import REFERENCES, Reference, reference
 from .records import Point, load_points, setting_of, variant_labels
 from .table import Row, aggregate, markdown, not_reported, write_csv
@@ -36,7 +38,8 @@ SPARSITY_AXES = ("nominal", "effective")
 
 def build_report(source: str | Path, out_dir: str | Path, *, sweep: str | None = None,
                  title: str = "NTK-SAP reproduction report",
-                 sparsity_axis: str = "nominal") -> Report:
+                 sparsity_axis: str = "nominal", overlap_sparsity: float | None = None
+                 ) -> Report:
     """Read the runs of ``source`` (a results store or a folder of run directories) and write
     ``results.csv``, ``results.md``, ``collapse.csv``, ``figures/*.png`` and the
     self-contained ``index.html`` to ``out_dir``. Everything is checked before ``out_dir`` is
@@ -44,6 +47,7 @@ def build_report(source: str | Path, out_dir: str | Path, *, sweep: str | None =
     accuracy against the nominal or the effective sparsity (:mod:`ntksap.effective`)."""
     from . import html, plots
 
+    check_overlap_sparsity(overlap_sparsity)
     if sparsity_axis not in SPARSITY_AXES:
         raise ConfigError(f"sparsity axis {sparsity_axis!r}: choose one of "
                           f"{', '.join(SPARSITY_AXES)}")
@@ -102,6 +106,13 @@ def build_report(source: str | Path, out_dir: str | Path, *, sweep: str | None =
                 setting, "NTK spectra", "Eigenvalues of the empirical NTK at initialization, "
                 "largest first; dashed: the dense network.",
                 plots.spectrum_plot(setting, spectra), f"{slug}-spectrum.png"))
+        heatmap = overlap_figure(mine, labels, overlap_sparsity)
+        if heatmap is not None:
+            figures.append(html.Figure(
+                setting, "Mask overlap", "Jaccard overlap of the kept weights between method "
+                f"variants at sparsity {100 * heatmap.sparsity:.2f} %, seed {heatmap.seed} "
+                "(1: the same weights kept; ntksap report --overlap-sparsity picks another).",
+                heatmap.png, f"{slug}-overlap.png"))
     for fig in figures:
         path = out / "figures" / fig.filename
         path.write_bytes(fig.png)
