@@ -38,8 +38,10 @@ class ProsPr(Method):
     (all of CIFAR-10's 100 when the set is smaller), serves every inner step and the
     meta-loss (the code's default, ``--new-data-in-inner`` off); ``new_batch_per_step=True``
     takes consecutive batches instead, step k on batch k and the meta-loss on batch K
-    (wrapping around the pruning set), as the package's ``prune()`` default does. Labels are
-    used (cross-entropy, mean over the batch).
+    (wrapping around the pruning set), as the package's ``prune()`` default does. The paper's
+    code takes its batch from the augmented training loader; here it comes from the pruning
+    set (10 x classes un-augmented images, the project's convention for every data-needing
+    method). Labels are used (cross-entropy, mean over the batch).
 
     ``first_order=True``: the inner gradients are treated as constants (no second-order
     terms), so the score is |grad L(theta_K) * theta| (the paper's first-order
