@@ -21,7 +21,7 @@ import socket
 import subprocess
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -41,12 +41,13 @@ from .errors import (
     UnknownNameError,
 )
 from .masks import Masks, measured_sparsity
-from .methods import METHODS, method_class
+from .methods import METHODS, check_options, method_class, option_defaults
 from .models import build_model, model_spec
 from .selection import SCOPES
 from .train import PRESETS, TrainConfig, get_preset, train
 from .train.checkpoint import read_done
-from .train.config import Preset
+from .train.config import LoggingConfig, Preset
+from .train.hooks import check_logging, logging_hooks
 from .train.loop import evaluate
 
 try:
@@ -64,7 +65,11 @@ DATASET_NAMES = ("cifar10", "cifar100", "tinyimagenet", "imagenet", "mnist", "fo
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
-    """Everything that decides a run's result. Unset fields take the preset's values."""
+    """Everything that decides a run's result. Unset fields take the preset's values.
+
+    ``method_options``: the pruning method's options (its dataclass fields, e.g. NTK-SAP's
+    ``repeats`` and ``eps``): the preset's defaults for the method (NTK-SAP's R) and the
+    options given that differ from the method's own defaults."""
 
     preset: str
     method: str
@@ -73,13 +78,12 @@ class RunConfig:
     dataset: str = ""
     model: str = ""
     num_classes: int = 0
-    rounds: int = 0  # T; 0 = the preset's for NTK-SAP, the method's own otherwise
-    repeats: int = 0  # NTK-SAP's R; 0 = the preset's
+    rounds: int = 0  # T, the engine's rounds: the preset's for its method, else the method's
     scope: str = "global"
     transform: str = ""
     limit_per_class: int = 0  # 0 = the whole dataset
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
-    eps: float = 0.0  # NTK-SAP's perturbation std; 0 = the method's default (0.01)
+    method_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     holdout: float = 0.0  # fraction of the training set held out for validation; 0 = none
 
 
@@ -88,34 +92,34 @@ def resolve(preset: str, method: str, sparsity: float, *, seed: int = 0,
             num_classes: int | None = None, rounds: int | None = None,
             repeats: int | None = None, scope: str = "global", transform: str | None = None,
             limit_per_class: int | None = None, train_overrides: dict[str, Any] | None = None,
-            eps: float | None = None, holdout: float | None = None) -> RunConfig:
+            eps: float | None = None, holdout: float | None = None,
+            method_options: Mapping[str, Any] | None = None) -> RunConfig:
     """A complete :class:`RunConfig` from a preset and the flags that override it.
 
+    ``method_options`` are the method's options (names and types checked against its
+    dataclass, values by the method); ``repeats`` and ``eps`` are shorthands for NTK-SAP's.
     ``holdout`` (default: the preset's) is the fraction of the training set held out as a
     validation split, in [0, 1).
 
     ``None`` (or ``""`` for a name) means "not given": the preset's or the method's value.
-    A given count (num_classes, rounds, repeats, limit_per_class) must be a whole number >= 1
-    and ``eps`` a number > 0: zero is an error, never a stand-in for the default. The
-    method's options are checked by building the method."""
+    A given count (num_classes, rounds, repeats, limit_per_class) must be a whole number >= 1:
+    zero is an error, never a stand-in for the default."""
     p = get_preset(preset)
     for name, value in (("num_classes", num_classes), ("rounds", rounds),
                         ("repeats", repeats), ("limit_per_class", limit_per_class)):
         _check_count(name, value)
-    if eps is not None and method != "ntksap":
-        raise ConfigError(f"eps is NTK-SAP's perturbation size; method {method!r} has no eps: "
-                          "drop it or use method ntksap")
-    if eps is not None and not (_is_number(eps) and 0 < eps < float("inf")):
-        raise ConfigError(f"eps (NTK-SAP's perturbation std) must be a number > 0; got {eps!r}; "
-                          f"leave it out for the default {METHODS['ntksap'].eps}")
     if holdout is not None and not (_is_number(holdout) and 0 <= holdout < 1):
         raise ConfigError(f"holdout (--holdout) is the fraction of the training set held out "
                           f"for validation, in [0, 1); got {holdout!r}")
+    given = _with_shorthands(method_options, repeats=repeats, eps=eps)
     if method != DENSE:
         method_class(method)
         check_sparsity(sparsity)
     else:
         sparsity = 0.0
+        if given:
+            raise ConfigError(f"--method dense prunes nothing and takes no method options; "
+                              f"drop {', '.join(sorted(given))}")
     if num_classes is not None and num_classes != p.num_classes:
         raise ConfigError(f"--num-classes {num_classes} contradicts preset {preset!r} "
                           f"({p.dataset}, {p.num_classes} classes); drop the flag or pick a "
@@ -127,20 +131,50 @@ def resolve(preset: str, method: str, sparsity: float, *, seed: int = 0,
         raise UnknownNameError("scope", scope, SCOPES)
     if transform and transform not in TRANSFORMS:
         raise UnknownNameError("transform", transform, TRANSFORMS)
-    is_ntksap = method == "ntksap"
-    if is_ntksap and eps == METHODS["ntksap"].eps:
-        eps = None  # the default, spelled out: the same run
+    preset_rounds, options = (None, {}) if method == DENSE else _method_defaults(p, method,
+                                                                                  given)
     config = RunConfig(
         preset=preset, method=method, sparsity=float(sparsity), seed=seed,
         dataset=dataset or p.dataset, model=model or p.model, num_classes=p.num_classes,
-        rounds=rounds or (p.prune_rounds if is_ntksap else
-                          (METHODS[method].default_rounds if method != DENSE else 0)),
-        repeats=(repeats or p.prune_repeats) if is_ntksap else 0, scope=scope,
-        transform=transform or "", limit_per_class=limit_per_class or 0,
-        train=dataclasses.replace(p.train, **(train_overrides or {})), eps=float(eps or 0.0),
+        rounds=rounds or preset_rounds or 0, scope=scope, transform=transform or "",
+        limit_per_class=limit_per_class or 0,
+        train=dataclasses.replace(p.train, **(train_overrides or {})), method_options=options,
         holdout=float(p.holdout if holdout is None else holdout))
     check_method_options(config)
     return config
+
+
+def _with_shorthands(method_options: Mapping[str, Any] | None, **shorthands: Any
+                     ) -> dict[str, Any]:
+    """The options given: ``method_options`` and the shorthand flags that are set (the same
+    option given twice with two values is an error)."""
+    options = dict(method_options or {})
+    for name, value in shorthands.items():
+        if value is None:
+            continue
+        if name in options and options[name] != value:
+            raise ConfigError(f"option {name} given twice ({value!r} and {options[name]!r}); "
+                              "give it once")
+        options[name] = value
+    return options
+
+
+def _method_defaults(p: Preset, method: str, given: Mapping[str, Any]
+                     ) -> tuple[int, dict[str, Any]]:
+    """(T, the run's method options): the preset's defaults for the method, overridden by
+    the options given; a given option equal to the method's own default is left out (the
+    same run as not giving it)."""
+    cls = method_class(method)
+    preset_rounds, preset_options = p.defaults_for(method)
+    checked = check_options(method, given)
+    own = option_defaults(cls)
+    options = {k: v for k, v in checked.items()
+               if k in preset_options or k not in own or not _same_value(v, own[k])}
+    return preset_rounds or cls.default_rounds, {**preset_options, **options}
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    return type(a) is type(b) and a == b or (_is_number(a) and _is_number(b) and a == b)
 
 
 def _is_number(value: Any) -> bool:
@@ -171,11 +205,8 @@ def _check_dataset(p: Preset, dataset: str | None) -> None:
 
 
 def method_options(config: RunConfig) -> dict[str, Any]:
-    """The options the run gives its pruning method (NTK-SAP: R and a non-default eps)."""
-    options: dict[str, Any] = {"repeats": config.repeats} if config.method == "ntksap" else {}
-    if config.eps:
-        options["eps"] = config.eps
-    return options
+    """The options the run gives its pruning method."""
+    return dict(config.method_options)
 
 
 def check_method_options(config: RunConfig) -> None:
@@ -184,15 +215,57 @@ def check_method_options(config: RunConfig) -> None:
         make_method(config.method, method_options(config))
 
 
+# Options that were fields of RunConfig before method_options existed: identity() keeps them
+# at the top level, so that the run directories made then keep their names.
+LEGACY_OPTIONS = ("repeats", "eps")
+
+
 def identity(config: RunConfig) -> dict[str, Any]:
-    """The fields that name a run: all of them, less fields added later at their default
-    (``eps``, ``holdout`` = 0), so that run directories made before such a field existed keep
-    their name."""
+    """The fields that name a run, in the layout of the first run directories: every field,
+    NTK-SAP's ``repeats`` (0 when the method has none) and a set ``eps`` at the top level as
+    they were before ``method_options`` existed, the other options under ``method_options``,
+    and fields added later left out at their default (``eps``, ``holdout`` = 0, no other
+    option), so that every run directory made before keeps its name."""
     fields = dataclasses.asdict(config)
-    for name in ("eps", "holdout"):
-        if not fields.get(name):
-            fields.pop(name, None)
+    options = fields.pop("method_options")
+    repeats = options.get("repeats")
+    fields["repeats"] = options.pop("repeats") if _is_number(repeats) and repeats else 0
+    if _is_number(options.get("eps")) and options["eps"]:
+        fields["eps"] = options.pop("eps")
+    if options:
+        fields["method_options"] = options
+    if not fields.get("holdout"):
+        fields.pop("holdout", None)
     return fields
+
+
+def config_from_dict(data: Mapping[str, Any]) -> RunConfig:
+    """The :class:`RunConfig` recorded as data: ``dataclasses.asdict`` (config.json) or
+    :func:`identity` (the results store), of this version or an older one (NTK-SAP's
+    ``repeats`` and ``eps`` as fields). Fields unknown to this version are an error, not
+    silently dropped."""
+    data = normalize_record(data)
+    train = TrainConfig(**data.pop("train", {}))
+    known = {f.name for f in dataclasses.fields(RunConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"run config has fields this ntksap does not know: "
+                          f"{', '.join(unknown)}; upgrade ntksap or remove the run from the store")
+    return RunConfig(**data, train=train)
+
+
+def normalize_record(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A recorded run config (any version) in this version's layout: the options that were
+    fields (``repeats``, ``eps``; 0 meant "none" or "the default") moved into
+    ``method_options``."""
+    data = dict(data)
+    options = dict(data.get("method_options") or {})
+    for name in LEGACY_OPTIONS:
+        value = data.pop(name, None)
+        if value:
+            options.setdefault(name, value)
+    data["method_options"] = options
+    return data
 
 
 def run_dir(config: RunConfig, out_dir: str | Path) -> Path:
@@ -221,8 +294,13 @@ def provenance() -> dict[str, Any]:
 def run_experiment(config: RunConfig, *, out_dir: str | Path = "runs",
                    data_dir: str | Path | None = None, download: bool = False,
                    device: str | torch.device = "cpu", progress: bool = True,
-                   distributed: bool = False) -> dict[str, Any]:
+                   distributed: bool = False, logging: LoggingConfig | None = None
+                   ) -> dict[str, Any]:
     """Prune, train and evaluate as ``config`` says; resume or report if already started.
+
+    ``logging`` (default: none) also sends each epoch's metrics to TensorBoard
+    (``<run>/tensorboard/``) and/or Weights & Biases; it is recorded in ``config.json`` but
+    is not part of the run's identity (the directory name).
 
     Everything is checked before the run directory is created: the method's options, the
     data (classes and image shape against the preset), the model (one forward pass at the
@@ -238,6 +316,8 @@ def run_experiment(config: RunConfig, *, out_dir: str | Path = "runs",
     if finished is not None:
         return finished
     check_method_options(config)
+    logging = logging or LoggingConfig()
+    check_logging(logging)
     bundle = open_data(config, data_dir, download, progress)
     model = build_model(config.model, config.num_classes, seed=config.seed)
     check_model(model, bundle.input_shape, config)
@@ -249,7 +329,7 @@ def run_experiment(config: RunConfig, *, out_dir: str | Path = "runs",
             if finished is not None:
                 return finished
             return _prune_and_train(config, directory, bundle, model, batches, device,
-                                    progress, distributed, start)
+                                    progress, distributed, start, logging)
     except (OSError, DiskFullError) as err:
         if not is_disk_full(err):
             raise
@@ -262,12 +342,13 @@ def run_experiment(config: RunConfig, *, out_dir: str | Path = "runs",
 
 def _prune_and_train(config: RunConfig, directory: Path, bundle: Any, model: torch.nn.Module,
                      batches: tuple[Any, Any], device: torch.device, progress: bool,
-                     distributed: bool, start: float) -> dict[str, Any]:
+                     distributed: bool, start: float, logging: LoggingConfig
+                     ) -> dict[str, Any]:
     """The run itself, in its (locked) directory: record, prune, train, summarize."""
     rank = dist.get_rank() if distributed else 0
     world = dist.get_world_size() if distributed else 1
     if rank == 0:
-        _write_config(directory, config, device, world)
+        _write_config(directory, config, device, world, logging)
     initial = {k: v.clone() for k, v in model.state_dict().items()}
     if rank == 0 and not (directory / "init.pt").exists():
         atomic_torch_save(initial, directory / "init.pt")
@@ -275,8 +356,11 @@ def _prune_and_train(config: RunConfig, directory: Path, bundle: Any, model: tor
     if config.transform != "reinit":
         model.load_state_dict(initial)  # train from theta_0, whatever the scoring did
     train_loader, test_loader = batches
-    result = train(model, train_loader, test_loader, config.train, directory, device=device,
-                   masks=masks, progress=progress, distributed=distributed)
+    with logging_hooks(logging if rank == 0 else LoggingConfig(), directory,
+                       {**dataclasses.asdict(config), "run_dir": str(directory)}) as hooks:
+        result = train(model, train_loader, test_loader, config.train, directory,
+                       device=device, masks=masks, progress=progress, distributed=distributed,
+                       hooks=hooks)
     summary = {
         "run_dir": str(directory), "preset": config.preset, "method": config.method,
         "seed": config.seed, "sparsity": config.sparsity,
@@ -467,20 +551,21 @@ def loaders(config: RunConfig, bundle: Any, device: torch.device, rank: int = 0,
                                channels_last=channels_last))
 
 
-def _write_config(directory: Path, config: RunConfig, device: torch.device, world: int) -> None:
+def _write_config(directory: Path, config: RunConfig, device: torch.device, world: int,
+                  logging: LoggingConfig | None = None) -> None:
     path = directory / "config.json"
     record = {"config": dataclasses.asdict(config), "seed": config.seed, **provenance(),
-              "device": str(device), "world_size": world}
+              "device": str(device), "world_size": world,
+              "logging": dataclasses.asdict(logging or LoggingConfig())}
     if path.exists():
         try:
             stored = json.loads(path.read_text())
-            recorded = dict(stored.get("config") or {})
+            recorded = config_from_dict(stored.get("config") or {})
         except (ValueError, UnicodeDecodeError, AttributeError, TypeError) as err:
             raise CheckpointError(
                 f"cannot read the run's config {path} ({err}); move the run directory away "
                 f"(e.g. `mv {directory} {directory}.bad`) and run again") from err
-        if ({k: v for k, v in recorded.items() if k not in ("eps", "holdout") or v}
-                != json.loads(json.dumps(identity(config)))):
+        if run_dir(recorded, "") != run_dir(config, ""):
             raise ConfigError(f"{path} records another config; move the directory away")
         return
     directory.mkdir(parents=True, exist_ok=True)
@@ -503,13 +588,10 @@ def _masks(config: RunConfig, model: torch.nn.Module, bundle: Any, directory: Pa
         else:
             method = METHODS[config.method]
             data = bundle.pruning_set(seed=config.seed) if method.needs_data else None
-            options = {"repeats": config.repeats} if config.method == "ntksap" else {}
-            if config.eps:
-                options["eps"] = config.eps
             masks = prune(model, config.method, config.sparsity, rounds=config.rounds,
                           scope=config.scope, transform=config.transform or None,
                           input_shape=bundle.input_shape, data=data, seed=config.seed,
-                          device=device, progress=progress, **options)
+                          device=device, progress=progress, **method_options(config))
             masks.meta.update(model=config.model, num_classes=config.num_classes)
             masks.save(path)
             write_text_atomic(directory / "densities.json", json.dumps(

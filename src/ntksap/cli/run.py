@@ -19,7 +19,8 @@ from ..experiment import DENSE, check_device, resolve, run_experiment
 from ..methods import METHODS, method_class
 from ..selection import SCOPES
 from ..train import PRESETS, TrainConfig
-from ..train.cliargs import add_dataclass_args, dataclass_overrides
+from ..train.cliargs import add_dataclass_args, dataclass_from_args, dataclass_overrides
+from ..train.config import LoggingConfig
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -56,6 +57,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "(default: the preset's; 0.1 for the MNIST presets, else 0)")
     add_dataclass_args(p.add_argument_group("training (default: the preset's)"), TrainConfig,
                        suppress=True)
+    add_dataclass_args(p.add_argument_group(
+        "logging (recorded in config.json, not part of the run directory's name)"),
+        LoggingConfig)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -82,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
             train_overrides=dataclass_overrides(TrainConfig, args))
         summary = run_experiment(config, out_dir=args.out_dir, data_dir=args.data_dir,
                                  download=args.download, device=device,
-                                 progress=not args.no_progress, distributed=distributed)
+                                 progress=not args.no_progress, distributed=distributed,
+                                 logging=dataclass_from_args(LoggingConfig, args))
     finally:
         if distributed and dist.is_initialized():
             dist.destroy_process_group()

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from ..errors import ConfigError, UnknownNameError
 
@@ -62,9 +63,24 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class LoggingConfig:
+    """Where else the per-epoch metrics go (the run directory's ``metrics.jsonl`` stays the
+    record). Recorded in ``config.json`` but never part of a run directory's name."""
+
+    tensorboard: bool = field(default=False, metadata=_help(
+        "also write the per-epoch metrics as TensorBoard events to <run>/tensorboard/ "
+        "(needs the tensorboard extra)"))
+    wandb: bool = field(default=False, metadata=_help(
+        "also log the per-epoch metrics to Weights & Biases; offline (files under <run>/wandb/) "
+        "unless an API key or WANDB_MODE is set (needs the wandb extra)"))
+
+
+@dataclass(frozen=True)
 class Preset:
-    """A paper setting: what to train on, with which recipe, and how to prune
-    (``prune_rounds`` T iterations x ``prune_repeats`` R repeats of NTK-SAP).
+    """A paper setting: what to train on, with which recipe, and how to prune:
+    ``method_defaults`` maps a method to its defaults in this setting, the engine's
+    ``rounds`` (T) and the method's options (NTK-SAP: T rounds x R ``repeats``); a run's own
+    values override them.
 
     ``holdout``: fraction of the training set held out as a validation split (never trained
     on, never in the pruning set; the same uniformly drawn images for every run, seed 0); 0
@@ -76,10 +92,29 @@ class Preset:
     model: str
     num_classes: int
     train: TrainConfig
-    prune_rounds: int
-    prune_repeats: int
+    method_defaults: Mapping[str, Mapping[str, Any]]
     notes: str = ""
     holdout: float = 0.0
+
+    def defaults_for(self, method: str) -> tuple[int | None, dict[str, Any]]:
+        """(T or None for the method's own, the method's options) this preset sets."""
+        options = dict(self.method_defaults.get(method, {}))
+        return options.pop("rounds", None), options
+
+    @property
+    def prune_rounds(self) -> int:
+        """NTK-SAP's T in this setting."""
+        return self.method_defaults["ntksap"]["rounds"]
+
+    @property
+    def prune_repeats(self) -> int:
+        """NTK-SAP's R in this setting."""
+        return self.method_defaults["ntksap"]["repeats"]
+
+
+def _ntksap(rounds: int, repeats: int) -> dict[str, dict[str, int]]:
+    """NTK-SAP's T (engine rounds) and R (its ``repeats`` option) in a preset."""
+    return {"ntksap": {"rounds": rounds, "repeats": repeats}}
 
 
 _IMAGENET_RECIPE = TrainConfig(epochs=90, batch_size=256, lr=0.1, momentum=0.9,
@@ -126,29 +161,29 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("cifar10-resnet20", "cifar10", "resnet20", 10,
            TrainConfig(epochs=160, batch_size=128, lr=0.1, momentum=0.9, weight_decay=1e-4,
                        milestones=(80, 120), gamma=0.1),
-           prune_rounds=20, prune_repeats=5),
+           method_defaults=_ntksap(20, 5)),
     Preset("cifar100-vgg16", "cifar100", "vgg16", 100,
            TrainConfig(epochs=160, batch_size=128, lr=0.1, momentum=0.9, nesterov=True,
                        weight_decay=5e-4, milestones=(60, 120), gamma=0.1),
-           prune_rounds=100, prune_repeats=1),
+           method_defaults=_ntksap(100, 1)),
     Preset("tinyimagenet-resnet18", "tinyimagenet", "tiny_resnet18", 200,
            TrainConfig(epochs=200, batch_size=256, lr=0.2, momentum=0.9, weight_decay=5e-4,
                        milestones=(100, 150), gamma=0.1),
-           prune_rounds=100, prune_repeats=1),
+           method_defaults=_ntksap(100, 1)),
     Preset("imagenet-resnet18", "imagenet", "resnet18", 1000, _IMAGENET_RECIPE,
-           prune_rounds=100, prune_repeats=1, notes=_IMAGENET_NOTE),
+           method_defaults=_ntksap(100, 1), notes=_IMAGENET_NOTE),
     Preset("imagenet-resnet50", "imagenet", "resnet50", 1000, _IMAGENET_RECIPE,
-           prune_rounds=100, prune_repeats=1, notes=_IMAGENET_NOTE),
+           method_defaults=_ntksap(100, 1), notes=_IMAGENET_NOTE),
     Preset("mnist-lenet300", "mnist", "lenet300", 10, TrainConfig(lr=0.1, **_MNIST_FULL),
-           prune_rounds=20, prune_repeats=5, notes=_SNIP_NOTE, holdout=0.1),
+           method_defaults=_ntksap(20, 5), notes=_SNIP_NOTE, holdout=0.1),
     Preset("mnist-lenet5", "mnist", "lenet5", 10, TrainConfig(lr=0.01, **_MNIST_FULL),
-           prune_rounds=20, prune_repeats=5, holdout=0.1,
+           method_defaults=_ntksap(20, 5), holdout=0.1,
            notes=_SNIP_NOTE + _LENET5_LR),
     Preset("mnist-lenet300-short", "mnist", "lenet300", 10,
-           TrainConfig(lr=0.1, **_MNIST_SHORT), prune_rounds=20, prune_repeats=5,
+           TrainConfig(lr=0.1, **_MNIST_SHORT), method_defaults=_ntksap(20, 5),
            notes=_SHORT_NOTE, holdout=0.1),
     Preset("mnist-lenet5-short", "mnist", "lenet5", 10, TrainConfig(lr=0.01, **_MNIST_SHORT),
-           prune_rounds=20, prune_repeats=5, notes=_SHORT_NOTE + _LENET5_LR, holdout=0.1),
+           method_defaults=_ntksap(20, 5), notes=_SHORT_NOTE + _LENET5_LR, holdout=0.1),
 )}
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -123,7 +123,8 @@ def _result(metrics: list[dict[str, Any]], best: tuple[float, int], model: nn.Mo
 def train(model: nn.Module, train_loader: Batches, test_loader: Batches, config: TrainConfig,
           run_dir: str | Path, *, device: str | torch.device, masks: Masks | None = None,
           progress: bool = True, distributed: bool = False,
-          on_epoch_end: EpochHook | None = None) -> dict[str, Any]:
+          on_epoch_end: EpochHook | None = None, hooks: Sequence[EpochHook] = ()
+          ) -> dict[str, Any]:
     """Train ``model`` in place with ``config``, checkpointing to ``run_dir`` every epoch.
 
     Loaders yield ``(x, y)`` batches, have ``len()`` and may have ``set_epoch(epoch)`` (called
@@ -131,7 +132,8 @@ def train(model: nn.Module, train_loader: Batches, test_loader: Batches, config:
     ``masks`` (optional) are applied to ``model`` if they are not yet. A ``run_dir`` holding a
     checkpoint resumes from it (bitwise-identically on CPU); one holding ``done.json`` returns
     the recorded result after loading the final weights, without training. Per-epoch records
-    (1-based ``epoch``) go to ``run_dir/metrics.jsonl`` and to ``on_epoch_end``. With
+    (1-based ``epoch``) go to ``run_dir/metrics.jsonl``, then to each of ``hooks`` (e.g. the
+    TensorBoard and W&B hooks of :mod:`ntksap.train.hooks`) and to ``on_epoch_end``. With
     ``distributed`` (process group initialized) the model is wrapped in DDP, metrics are summed
     over ranks and only rank 0 writes files and shows the progress bar.
 
@@ -215,8 +217,8 @@ def train(model: nn.Module, train_loader: Batches, test_loader: Batches, config:
                 "rng": rng, "metrics": metrics, "config": config_dict,
                 "best_test_acc": best[0], "best_epoch": best[1]})
             ck.write_metrics(paths["metrics"], metrics)
-        if on_epoch_end is not None:
-            on_epoch_end(record)
+        for hook in (*hooks, *([on_epoch_end] if on_epoch_end is not None else [])):
+            hook(dict(record))
 
     result = _result(metrics, best, model, run_dir)
     if main:
