@@ -110,6 +110,17 @@ def test_wandb_goes_online_with_a_key_and_honours_the_project(fake_wandb, monkey
     assert kwargs["mode"] is None and kwargs["project"] == "mine" and finish == ("finish",)
 
 
+def test_wandb_goes_online_after_wandb_login(fake_wandb, tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".netrc").write_text("machine api.wandb.ai\n  login user\n  password " + "k" * 40
+                                 + "\n")
+    (home / ".netrc").chmod(0o600)
+    with logging_hooks(LoggingConfig(wandb=True), tmp_path / "p" / "r"):
+        pass
+    assert fake_wandb.calls[0][1]["mode"] is None
+
+
 def test_wandb_hook_finishes_even_when_training_fails(fake_wandb, tmp_path):
     with pytest.raises(RuntimeError), logging_hooks(LoggingConfig(wandb=True), tmp_path / "r"):
         raise RuntimeError("diverged")
