@@ -85,7 +85,8 @@ def test_every_field_of_the_mnist_preset(name):
     if expected["lr"] != 0.1:
         assert "diverges at 0.1" in preset.notes
     run = resolve(name, "ntksap", 0.9)
-    assert (run.rounds, run.repeats, run.holdout, run.dataset) == (20, 5, 0.1, "mnist")
+    assert (run.rounds, run.method_options, run.holdout, run.dataset) == (
+        20, {"repeats": 5}, 0.1, "mnist")
 
 
 @pytest.mark.parametrize("name", list(REFERENCE))
@@ -97,8 +98,10 @@ def test_every_field_of_the_preset(name):
     # every field of the training recipe: a field added later must be added here
     assert dataclasses.asdict(preset.train) == expected["train"]
     known = {f.name for f in dataclasses.fields(preset)}
-    assert known == {"name", "dataset", "model", "num_classes", "train", "prune_rounds",
-                     "prune_repeats", "notes", "holdout"}
+    assert known == {"name", "dataset", "model", "num_classes", "train", "method_defaults",
+                     "notes", "holdout"}
+    assert preset.method_defaults == {"ntksap": {"rounds": expected["T"],
+                                                 "repeats": expected["R"]}}
     assert preset.holdout == 0.0  # the paper trains on the whole training set
     if expected["dataset"] == "imagenet":
         assert "torchvision reference recipe" in preset.notes
@@ -109,7 +112,7 @@ def test_every_field_of_the_preset(name):
 def test_a_run_of_the_preset_uses_its_settings(name):
     expected = REFERENCE[name]
     ntksap = resolve(name, "ntksap", 0.9)
-    assert (ntksap.rounds, ntksap.repeats) == (expected["T"], expected["R"])
+    assert (ntksap.rounds, ntksap.method_options) == (expected["T"], {"repeats": expected["R"]})
     assert (ntksap.dataset, ntksap.model, ntksap.num_classes) == (
         expected["dataset"], expected["model"], expected["num_classes"])
     assert dataclasses.asdict(ntksap.train) == expected["train"]

@@ -74,7 +74,7 @@ def test_spec_expands_grids_groups_sanity_and_overrides(tmp_path):
     ({"colour": "red"}, "unknown sweep spec key"),
     ({"grid": {"method": ["snip"], "sparsty": [0.5]}}, "unknown field"),
     ({"grid": {"method": ["snip"], "c": [2], "sparsity": [0.5]}}, "one of sparsity, c"),
-    ({"grid": {"method": ["snip"], "eps": [0.001]}}, "eps is NTK-SAP's"),
+    ({"grid": {"method": ["snip"], "eps": [0.001]}}, "method 'snip' has no option eps"),
     ({"grid": {"method": ["snip"], "rewind_epoch": [1]}}, "rewind_epoch is IMP's"),
     ({"grid": {"method": ["snipp"]}}, "unknown method 'snipp'"),
     ({"grid": {"method": "snip"}}, "must be a non-empty list"),
@@ -116,11 +116,13 @@ def test_paper_configs_expand():
 def test_eps_reaches_ntksap_and_old_run_dirs_keep_their_names(tmp_path):
     plain = resolve("cifar10-resnet20", "ntksap", 0.5)
     fields = dataclasses.asdict(plain)
-    fields.pop("eps")  # the digest as it was before these fields existed
+    # the digest as it was before eps, holdout and method_options existed: R was a field
+    fields["repeats"] = fields.pop("method_options")["repeats"]
     fields.pop("holdout")
     old = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
     assert run_dir(plain, "o").name.endswith(old)
     assert resolve("cifar10-resnet20", "ntksap", 0.5, eps=0.01) == plain  # the default
+    assert resolve("cifar10-resnet20", "ntksap", 0.5, method_options={"eps": 0.01}) == plain
     config = resolve("cifar10-resnet20", "ntksap", 0.5, eps=1e-3, dataset="synthetic",
                      model="convnet", limit_per_class=10, rounds=1, repeats=1,
                      train_overrides={"epochs": 1, "batch_size": 50})
@@ -134,8 +136,11 @@ def test_imp_directories_made_before_holdout_existed_keep_their_name():
     config = imp_config("cifar10-resnet20", 1 - 0.8 ** 4, rewind_epoch=1)
     fields = dataclasses.asdict(config)
     fields["run"].pop("holdout")  # the digest as it was before the field existed
+    del fields["run"]["method_options"]  # ... and before method_options: R and eps fields
+    fields["run"].update(repeats=0, eps=0.0)
     old = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
     assert imp_dir(config, "o").name.endswith(old)
+    assert imp_dir(config, "o").name == "imp-sp0.5904-seed0-e4a64b65a8"  # made before
     held = imp_config("mnist-lenet300", 0.9, rewind_epoch=1)
     assert held.run.holdout and imp_dir(held, "o") != imp_dir(
         dataclasses.replace(held, run=dataclasses.replace(held.run, holdout=0.0)), "o")
@@ -275,7 +280,9 @@ def test_kill_9_of_the_sweep_then_rerun_loses_and_repeats_nothing(tmp_path):
                   (directory / "metrics.jsonl").read_text().splitlines()]
         assert epochs == [1, 2, 3]  # a resumed run repeats no epoch
     report = build_report(db, tmp_path / "report")
-    assert len(report.rows) == 4 and report.html.exists() and len(report.figures) == 2
+    assert len(report.rows) == 4 and report.html.exists()
+    # accuracy, densities and the two methods' mask-overlap heatmap (since 8c0486b)
+    assert len(report.figures) == 3 and report.figures[-1].name.endswith("-overlap.png")
 
 
 def _orphan(db: str, ready) -> None:

@@ -22,7 +22,7 @@ from .errors import (
     NtksapError,
 )
 from .masks import LayerFilter, Masks, prunable_layers
-from .methods import Method, ScoreContext, ScoringNet, method_class
+from .methods import Method, ScoreContext, ScoringNet, check_options, method_class
 from .methods.base import PRUNING_BATCH_SIZE
 from .models.init import kaiming_init_
 from .selection import SCOPES, select
@@ -57,19 +57,14 @@ def check_sparsity(sparsity: Any) -> float:
 
 
 def make_method(method: str | Method, options: dict[str, Any]) -> Method:
+    """The method ``method`` built with ``options``: names and types checked by
+    :func:`ntksap.methods.check_options`, values by the method's ``__post_init__``."""
     if isinstance(method, Method):
         if options:
             raise NtksapError("pass options to the method's constructor, not to prune(), when "
                               "giving a Method instance")
         return method
-    cls = method_class(method)
-    known = {f.name for f in dataclasses.fields(cls) if f.init} if dataclasses.is_dataclass(
-        cls) else set()
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise NtksapError(f"method {method!r} has no option {', '.join(unknown)}; its options "
-                          f"are: {', '.join(sorted(known)) or 'none'}")
-    return cls(**options)
+    return method_class(method)(**check_options(method, options))
 
 
 def as_batches(data: Any, device: torch.device, batch_size: int = PRUNING_BATCH_SIZE,

@@ -41,7 +41,7 @@ from .errors import (
     UnknownNameError,
 )
 from .masks import Masks, measured_sparsity
-from .methods import METHODS, check_options, method_class, option_defaults
+from .methods import METHODS, check_options, method_class, option_defaults, option_fields
 from .models import build_model, model_spec
 from .selection import SCOPES
 from .train import PRESETS, TrainConfig, get_preset, train
@@ -97,7 +97,9 @@ def resolve(preset: str, method: str, sparsity: float, *, seed: int = 0,
     """A complete :class:`RunConfig` from a preset and the flags that override it.
 
     ``method_options`` are the method's options (names and types checked against its
-    dataclass, values by the method); ``repeats`` and ``eps`` are shorthands for NTK-SAP's.
+    dataclass, values by the method); ``repeats`` and ``eps`` are shorthands for NTK-SAP's
+    (``repeats`` is ignored by a method without that option, so that one sweep axis or
+    fixed value can serve every method).
     ``holdout`` (default: the preset's) is the fraction of the training set held out as a
     validation split, in [0, 1).
 
@@ -111,9 +113,10 @@ def resolve(preset: str, method: str, sparsity: float, *, seed: int = 0,
     if holdout is not None and not (_is_number(holdout) and 0 <= holdout < 1):
         raise ConfigError(f"holdout (--holdout) is the fraction of the training set held out "
                           f"for validation, in [0, 1); got {holdout!r}")
+    if method == DENSE or "repeats" not in option_fields(method_class(method)):
+        repeats = None  # R of a method without repeats: ignored, as it always was
     given = _with_shorthands(method_options, repeats=repeats, eps=eps)
     if method != DENSE:
-        method_class(method)
         check_sparsity(sparsity)
     else:
         sparsity = 0.0

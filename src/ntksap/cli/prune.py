@@ -20,6 +20,7 @@ from ..methods import METHODS
 from ..methods.base import PRUNING_BATCH_SIZE
 from ..models import MODELS, build_model, model_spec
 from ..selection import SCOPES
+from ..train.cliargs import parse_options
 from .helpformat import DefaultsFormatter
 
 
@@ -35,11 +36,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="fraction of prunable weights removed, in [0, 1)")
     p.add_argument("--rounds", type=int, default=None,
                    help="T, rounds of the schedule (default: the method's own)")
-    p.add_argument("--repeats", type=int, default=None, help="NTK-SAP: R draws per round")
+    p.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                   help="an option of the method (its dataclass field), e.g. eps=0.001; "
+                        "repeatable; the value is read as YAML (0.001, 5, true, none)")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="NTK-SAP: R draws per round (shorthand for --option repeats=R)")
     p.add_argument("--eps", type=float, default=None,
-                   help="NTK-SAP: perturbation std (default 0.01)")
+                   help="NTK-SAP: perturbation std (default 0.01; --option eps=...)")
     p.add_argument("--samples", type=int, default=None,
-                   help="NTK-SAP: Gaussian inputs per repeat (default 10 x classes)")
+                   help="NTK-SAP: Gaussian inputs per repeat (default 10 x classes; "
+                        "--option samples=...)")
     p.add_argument("--schedule", choices=SCHEDULES, default="exponential")
     p.add_argument("--scope", choices=SCOPES, default="global")
     p.add_argument("--transform", choices=TRANSFORMS, default=None,
@@ -65,8 +71,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    options = {k: v for k, v in (("repeats", args.repeats), ("eps", args.eps),
-                                 ("samples", args.samples)) if v is not None}
+    options = method_options(args)
     device = _check(args, options)
     model = build_model(args.model, args.num_classes, seed=args.seed).to(device)
     input_shape = tuple(args.input_shape or model_spec(args.model).input_shape)
@@ -107,6 +112,12 @@ def run(args: argparse.Namespace) -> int:
         print("effective: kept weights on no input-output path count as pruned" if effective
               else f"effective sparsity not computed: {why}")
     return 0
+
+
+def method_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The method's options from ``--option NAME=VALUE`` and the shorthand flags
+    (``--repeats``, ``--eps``, ``--samples``) that are given."""
+    return parse_options(args.option, repeats=args.repeats, eps=args.eps, samples=args.samples)
 
 
 def _effective(masks: Masks, model: torch.nn.Module, input_shape: tuple[int, ...]

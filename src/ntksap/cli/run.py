@@ -19,7 +19,12 @@ from ..experiment import DENSE, check_device, resolve, run_experiment
 from ..methods import METHODS, method_class
 from ..selection import SCOPES
 from ..train import PRESETS, TrainConfig
-from ..train.cliargs import add_dataclass_args, dataclass_from_args, dataclass_overrides
+from ..train.cliargs import (
+    add_dataclass_args,
+    dataclass_from_args,
+    dataclass_overrides,
+    parse_options,
+)
 from ..train.config import LoggingConfig
 
 
@@ -47,7 +52,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--num-classes", type=int, default=None,
                    help="must equal the preset's (a check; default: the preset's)")
     g.add_argument("--rounds", type=int, default=None, help="T >= 1 (default: preset / method)")
-    g.add_argument("--repeats", type=int, default=None, help="NTK-SAP's R >= 1 (default: preset)")
+    g.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                   help="an option of the method (its dataclass field), e.g. eps=0.001; "
+                        "repeatable; the value is read as YAML (0.001, 5, true, none)")
+    g.add_argument("--repeats", type=int, default=None,
+                   help="NTK-SAP's R >= 1 (default: preset; --option repeats=R)")
+    g.add_argument("--eps", type=float, default=None,
+                   help="NTK-SAP's perturbation std (default 0.01; --option eps=...)")
+    g.add_argument("--samples", type=int, default=None,
+                   help="NTK-SAP's Gaussian inputs per repeat (--option samples=...)")
     g.add_argument("--scope", choices=SCOPES, default="global")
     g.add_argument("--transform", choices=TRANSFORMS, default=None)
     g.add_argument("--limit-per-class", type=int, default=None,
@@ -80,8 +93,9 @@ def run(args: argparse.Namespace) -> int:
         config = resolve(
             args.preset, args.method, args.sparsity or 0.0, seed=args.seed,
             dataset=args.dataset, model=args.model, num_classes=args.num_classes,
-            rounds=args.rounds,
-            repeats=args.repeats, scope=args.scope, transform=args.transform,
+            rounds=args.rounds, repeats=args.repeats,
+            method_options=parse_options(args.option, eps=args.eps, samples=args.samples),
+            scope=args.scope, transform=args.transform,
             limit_per_class=args.limit_per_class, holdout=args.holdout,
             train_overrides=dataclass_overrides(TrainConfig, args))
         summary = run_experiment(config, out_dir=args.out_dir, data_dir=args.data_dir,

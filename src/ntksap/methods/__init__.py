@@ -1,8 +1,27 @@
-"""The registry of pruning methods: one file per method, one line here."""
+"""The registry of pruning methods: one file per method, one line here; third-party methods
+join through :func:`register_method` or the ``ntksap.methods`` entry-point group.
+
+A third-party package declares its methods in its ``pyproject.toml``::
+
+    [project.entry-points."ntksap.methods"]
+    mymethod = "my_package.module:MyMethod"
+
+The group is read once, the first time the registry is consulted; a method's options are its
+dataclass's init fields (:func:`check_options` checks names and types, the method's own
+``__post_init__`` the values).
+"""
 
 from __future__ import annotations
 
-from ..errors import UnknownNameError
+import dataclasses
+import types
+import typing
+import warnings
+from collections.abc import Iterator, Mapping
+from importlib import metadata
+from typing import Any
+
+from ..errors import ConfigError, MethodOptionError, UnknownNameError
 from .base import Method, ScoreContext, ScoringNet
 from .force import FORCE
 from .grasp import GraSP
@@ -15,7 +34,61 @@ from .random import Random
 from .snip import SNIP
 from .synflow import SynFlow
 
-METHODS: dict[str, type[Method]] = {
+ENTRY_POINT_GROUP = "ntksap.methods"
+RESERVED = ("dense", "imp")  # kinds of run, not pruning methods
+
+
+class _Registry(dict):
+    """Method name -> class; reads the entry-point group once, on first use."""
+
+    _loaded = False
+
+    def _load(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
+        for entry in metadata.entry_points(group=ENTRY_POINT_GROUP):
+            try:
+                register_method(entry.load())
+            except Exception as err:  # noqa: BLE001 - a broken plugin must not break ntksap
+                warnings.warn(f"ntksap: cannot load pruning method {entry.name!r} from entry "
+                              f"point {entry.value!r} ({type(err).__name__}: {err}); it is "
+                              "left out", stacklevel=2)
+
+    def __getitem__(self, name: str) -> type[Method]:
+        self._load()
+        return super().__getitem__(name)
+
+    def __contains__(self, name: object) -> bool:
+        self._load()
+        return super().__contains__(name)
+
+    def __iter__(self) -> Iterator[str]:
+        self._load()
+        return super().__iter__()
+
+    def __len__(self) -> int:
+        self._load()
+        return super().__len__()
+
+    def get(self, name: str, default: Any = None) -> Any:
+        self._load()
+        return super().get(name, default)
+
+    def keys(self):  # type: ignore[override]
+        self._load()
+        return super().keys()
+
+    def values(self):  # type: ignore[override]
+        self._load()
+        return super().values()
+
+    def items(self):  # type: ignore[override]
+        self._load()
+        return super().items()
+
+
+METHODS: dict[str, type[Method]] = _Registry({
     "random": Random,
     "magnitude": Magnitude,
     "snip": SNIP,
@@ -26,7 +99,28 @@ METHODS: dict[str, type[Method]] = {
     "force": FORCE,
     "prospr": ProsPr,
     "ntt": NTT,
-}
+})
+
+
+def register_method(cls: type[Method]) -> type[Method]:
+    """Make ``cls`` (a dataclass subclass of :class:`Method` with a ``name``) usable by name in
+    ``ntksap.prune``, ``ntksap prune``/``run``, sweeps and reports. Returns ``cls`` (use it as
+    a decorator). Registering the same class twice is harmless; another class under a taken
+    name is an error."""
+    if not (isinstance(cls, type) and issubclass(cls, Method) and dataclasses.is_dataclass(cls)):
+        raise ConfigError(f"register_method: {cls!r} is not a dataclass subclass of "
+                          "ntksap.Method; decorate it with @dataclass and subclass Method")
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ConfigError(f"register_method: {cls.__name__} needs a class attribute name, a "
+                          f"Python identifier (e.g. name = 'mymethod'); got {name!r}")
+    taken = dict.get(METHODS, name)
+    if name in RESERVED or (taken is not None and taken is not cls):
+        owner = "a kind of run" if name in RESERVED else f"{taken.__module__}.{taken.__name__}"
+        raise ConfigError(f"register_method: the name {name!r} of {cls.__name__} is taken by "
+                          f"{owner}; give the method another name")
+    dict.__setitem__(METHODS, name, cls)
+    return cls
 
 
 def method_class(name: str) -> type[Method]:
@@ -35,4 +129,89 @@ def method_class(name: str) -> type[Method]:
     return METHODS[name]
 
 
-__all__ = ["METHODS", "Method", "ScoreContext", "ScoringNet", "method_class"]
+def option_fields(cls: type[Method]) -> dict[str, dataclasses.Field]:
+    """A method's options: its dataclass's init fields, by name."""
+    if not dataclasses.is_dataclass(cls):
+        return {}
+    return {f.name: f for f in dataclasses.fields(cls) if f.init}
+
+
+def option_defaults(cls: type[Method]) -> dict[str, Any]:
+    """The options that have a default, with it."""
+    out = {}
+    for name, f in option_fields(cls).items():
+        if f.default is not dataclasses.MISSING:
+            out[name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[name] = f.default_factory()
+    return out
+
+
+def check_options(method: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` for method ``method``, each checked against its field's type (ints become
+    floats for float fields, numeric strings numbers: YAML reads ``1e-3`` as a string).
+    Unknown option: an error naming the method and its options; wrong type: one naming the
+    field and its type. Values are checked by the method itself when it is built."""
+    cls = method_class(method)
+    fields = option_fields(cls)
+    unknown = sorted(set(options) - set(fields))
+    if unknown:
+        raise MethodOptionError(f"method {method!r} has no option {', '.join(unknown)}; its "
+                                f"options are: {', '.join(sorted(fields)) or 'none'}")
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:  # noqa: BLE001 - unresolvable annotations: values are not type-checked
+        hints = {}
+    out = {}
+    for name, value in options.items():
+        hint = hints.get(name, Any)
+        ok, converted = _convert(value, hint)
+        if not ok:
+            raise MethodOptionError(
+                f"method {method!r}: option {name} must be of type {_type_name(hint)}; got "
+                f"{value!r} ({type(value).__name__})")
+        out[name] = converted
+    return out
+
+
+def _convert(value: Any, hint: Any) -> tuple[bool, Any]:
+    """(whether ``value`` fits ``hint``, the value converted to it)."""
+    origin = typing.get_origin(hint)
+    if hint is Any or isinstance(hint, typing.TypeVar):
+        return True, value
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(hint):
+            ok, converted = _convert(value, arg)
+            if ok:
+                return True, converted
+        return False, value
+    if origin is typing.Literal:
+        return value in typing.get_args(hint), value
+    if hint is type(None) or hint is None:
+        return value is None, value
+    if hint is bool:
+        return isinstance(value, bool), value
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if hint is float:
+        if isinstance(value, str):
+            try:
+                number = float(value)
+            except ValueError:
+                return False, value
+            return True, number
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        return ok, float(value) if ok else value
+    cls = origin or hint
+    if isinstance(cls, type):
+        return isinstance(value, cls), value
+    return True, value
+
+
+def _type_name(hint: Any) -> str:
+    return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+
+
+__all__ = ["ENTRY_POINT_GROUP", "METHODS", "Method", "ScoreContext", "ScoringNet",
+           "check_options", "method_class", "option_defaults", "option_fields",
+           "register_method"]

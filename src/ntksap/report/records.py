@@ -19,10 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..experiment import normalize_record
 from ..ntk.runs import SPECTRUM_FILE
 from ..train import get_preset
 
-VARIANT_FIELDS = ("transform", "rounds", "repeats", "eps", "scope", "rewind_epoch")
+VARIANT_FIELDS = ("transform", "rounds", "scope", "rewind_epoch")  # and every method option
+OPTION = "method_options."  # prefix of a method option's field name (``method_options.eps``)
+SHORT_NAMES = {"rounds": "T", "repeats": "R", "rewind_epoch": "rewind"}
+LEGACY_ORDER = ("repeats", "eps")  # NTK-SAP's R and eps first, as in the first reports
 
 
 @dataclasses.dataclass
@@ -51,7 +55,19 @@ class Point:
         return self.config.get("preset", "")
 
     def field(self, name: str) -> Any:
+        """A config field; ``method_options.NAME`` (or an option's bare name) is the method's
+        option (None when the run left it at the method's default)."""
+        options = self.config.get("method_options") or {}
+        if name.startswith(OPTION):
+            return options.get(name[len(OPTION):])
+        if name not in self.config and name in options:
+            return options[name]
         return self.config.get(name, self.labels.get(name))
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The method options the run gave (preset defaults included)."""
+        return dict(self.config.get("method_options") or {})
 
     @property
     def masks_path(self) -> Path | None:
@@ -87,7 +103,7 @@ def _from_store(path: Path, sweep: str | None) -> list[Point]:
                           ".db file a sweep wrote, or a folder of run directories") from err
     points = []
     for row in rows:
-        config = row["config"].get("run", row["config"])
+        config = normalize_record(row["config"].get("run", row["config"]))
         extra = {k: v for k, v in row["config"].items() if k != "run"} if row["kind"] == "imp" \
             else {}
         summary = row["summary"] or {}
@@ -115,7 +131,7 @@ def _from_folder(root: Path) -> list[Point]:
             continue
         kind = record.get("kind", "run")
         data = record.get("config", {})
-        config = data.get("run", data)
+        config = normalize_record(data.get("run", data))
         extra = {k: v for k, v in data.items() if k != "run"} if kind == "imp" else {}
         summary_path = directory / "summary.json"
         summary, problem = read_json(summary_path) if summary_path.exists() else ({}, None)
@@ -223,22 +239,42 @@ def is_paper_setting(point: Point) -> bool:
 
 
 def variant_labels(points: list[Point]) -> dict[str, str]:
-    """A label per point key: the method, plus the variant fields (transform, T, R, eps,
-    scope, rewind epoch) that differ between points of that method in the same setting."""
-    by_method: dict[tuple[str, str], list[Point]] = {}
-    for p in points:
-        by_method.setdefault((setting_of(p), p.method), []).append(p)
+    """A label per point key: the method, plus the variant fields (transform, T, scope,
+    rewind epoch, and each of the method's options, e.g. NTK-SAP's R and eps) that differ
+    between points of that method in the same setting."""
     labels = {}
-    for group in by_method.values():
-        varying = [f for f in VARIANT_FIELDS
-                   if len({json.dumps(p.field(f)) for p in group}) > 1]
+    for group in _by_method(points).values():
+        varying = varying_fields(group)
         for p in group:
             labels[p.key] = variant_label(p, varying)
     return labels
 
 
+def _by_method(points: list[Point]) -> dict[tuple[str, str], list[Point]]:
+    by_method: dict[tuple[str, str], list[Point]] = {}
+    for p in points:
+        by_method.setdefault((setting_of(p), p.method), []).append(p)
+    return by_method
+
+
+def varying_fields(group: list[Point]) -> list[str]:
+    """The variant fields, then the method options (``method_options.NAME``, by name), whose
+    value differs between the points of ``group``."""
+    options = sorted({name for p in group for name in p.options},
+                     key=lambda n: (LEGACY_ORDER.index(n) if n in LEGACY_ORDER else 2, n))
+    fields = [*VARIANT_FIELDS, *(OPTION + name for name in options)]
+    return [f for f in fields if len({json.dumps(p.field(f)) for p in group}) > 1]
+
+
+def varying_options(points: list[Point]) -> list[str]:
+    """The method options (bare names) that differ between two points of one method in one
+    setting: the report's option columns."""
+    names = {f[len(OPTION):] for group in _by_method(points).values()
+             for f in varying_fields(group) if f.startswith(OPTION)}
+    return sorted(names)
+
+
 def variant_label(point: Point, varying: list[str]) -> str:
-    names = {"rounds": "T", "repeats": "R", "rewind_epoch": "rewind"}
     parts = [point.method]
     if point.field("transform"):
         parts.append(f"[{point.field('transform')}]")
@@ -246,9 +282,10 @@ def variant_label(point: Point, varying: list[str]) -> str:
         if f == "transform":
             continue
         value = point.field(f)
-        if f == "eps" and not value:
+        name = f[len(OPTION):] if f.startswith(OPTION) else f
+        if value is None and f.startswith(OPTION):
             value = "default"
-        parts.append(f"{names.get(f, f)}={value}")
+        parts.append(f"{SHORT_NAMES.get(name, name)}={value}")
     return " ".join(parts)
 
 

@@ -5,14 +5,22 @@ from __future__ import annotations
 
 import csv
 import statistics
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..methods import METHODS
 from ..train import get_preset
 from .collapse import collapsed
 from .paper import Reference, reference
-from .records import Point, is_paper_setting, setting_of, variant_labels
+from .records import (
+    OPTION,
+    Point,
+    is_paper_setting,
+    setting_of,
+    variant_labels,
+    varying_options,
+)
 
 METHOD_ORDER = ("dense", "random", "magnitude", "snip", "iter_snip", "grasp", "synflow",
                 "ntksap", "force", "imp")
@@ -38,6 +46,7 @@ class Row:
     effective_density: float | None  # %, mean over seeds where checked
     seeds: str
     effective_sparsity: float | None = None  # %, mean over seeds where known
+    options: dict[str, Any] = field(default_factory=dict)  # the method options that vary
 
 
 def _order(method: str) -> int:
@@ -48,6 +57,7 @@ def aggregate(points: list[Point]) -> list[Row]:
     """The table's rows from the finished points, sorted by setting, method, sparsity."""
     done = [p for p in points if p.status == "done" and p.best_acc is not None]
     labels = variant_labels(done)
+    varying = varying_options(done)
     groups: dict[tuple[str, str, float], list[Point]] = {}
     for p in done:
         groups.setdefault((setting_of(p), labels[p.key], round(100 * p.sparsity, 2)),
@@ -70,7 +80,8 @@ def aggregate(points: list[Point]) -> list[Row]:
             sum(bool(p.collapse and p.collapse.get("disconnected")) for p in members),
             statistics.fmean(effective) if effective else None,
             ",".join(str(s) for s in sorted(p.seed for p in members)),
-            statistics.fmean(pruned) if pruned else None))
+            statistics.fmean(pruned) if pruned else None,
+            {name: first.options[name] for name in varying if name in first.options}))
     rows.sort(key=lambda r: (r.setting, _order(r.method), r.variant, r.sparsity))
     return rows
 
@@ -89,16 +100,17 @@ def effective_sparsity(point: Point) -> float | None:
 def paper_variant(point: Point) -> tuple[str, str, int | None] | None:
     """(preset, method, rounds) under which the paper reports a point's configuration, or
     None: only the paper's data and model, the untransformed mask, the global scope and the
-    default eps and R; ``rounds`` is None for the default T, else the T ablation's."""
-    if not is_paper_setting(point) or point.field("transform") or point.field("eps"):
+    method's options as the preset sets them (NTK-SAP: its R, the default eps); ``rounds``
+    is None for the default T, else the T ablation's."""
+    if not is_paper_setting(point) or point.field("transform"):
         return None
     if (point.field("scope") or "global") != "global":
         return None
-    preset = get_preset(point.preset)
-    default = (preset.prune_rounds if point.method == "ntksap" else
-               METHODS[point.method].default_rounds if point.method in METHODS else None)
-    if point.method == "ntksap" and point.field("repeats") not in (None, preset.prune_repeats):
+    preset_rounds, preset_options = get_preset(point.preset).defaults_for(point.method)
+    if point.options != preset_options:  # an option the paper's runs did not set
         return None
+    default = preset_rounds or (METHODS[point.method].default_rounds
+                                if point.method in METHODS else None)
     rounds = point.field("rounds")
     return point.preset, point.method, None if rounds in (None, 0, default) else rounds
 
@@ -113,14 +125,18 @@ def _std(values: list[float]) -> float:
 
 
 def write_csv(rows: list[Row], path: str | Path) -> None:
-    """The long-format table, one row per setting x variant x sparsity."""
+    """The long-format table, one row per setting x variant x sparsity, with a column
+    ``method_options.NAME`` per method option that varies in the report."""
+    options = sorted({name for row in rows for name in row.options})
     with open(path, "w", newline="") as f:
-        fields = list(asdict(rows[0]) if rows else Row.__dataclass_fields__)
-        writer = csv.DictWriter(f, fieldnames=fields)
+        fields = [k for k in Row.__dataclass_fields__ if k != "options"]
+        writer = csv.DictWriter(f, fieldnames=[*fields, *(OPTION + n for n in options)])
         writer.writeheader()
         for row in rows:
+            values = {k: v for k, v in asdict(row).items() if k != "options"}
+            values.update({OPTION + k: v for k, v in row.options.items()})
             writer.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v)
-                             for k, v in asdict(row).items()})
+                             for k, v in values.items()})
 
 
 def cell(row: Row) -> str:
@@ -163,11 +179,17 @@ def markdown(rows: list[Row]) -> str:
              "(kept weights on no input-output path counted as pruned), where it exceeds the "
              "column's; (paper) rows: the paper's numbers, ~ read off its figures.\n"]
     for setting, (columns, lines) in pivot(rows).items():
+        mine = [r for r in rows if r.setting == setting]
+        names = sorted({n for r in mine for n in r.options})  # the options that vary
+        options = {r.variant: r.options for r in mine}
         parts.append(f"\n### {setting}\n")
-        parts.append("| method | " + " | ".join(f"{c:.2f} %" for c in columns) + " |")
-        parts.append("|---|" + "---|" * len(columns))
+        parts.append("| method | " + "".join(f"{n} | " for n in names)
+                     + " | ".join(f"{c:.2f} %" for c in columns) + " |")
+        parts.append("|---|" + "---|" * (len(names) + len(columns)))
         for name, cells in lines:
-            parts.append(f"| {name} | " + " | ".join(cells.get(c, "") for c in columns) + " |")
+            given = options.get(name, {})
+            parts.append(f"| {name} | " + "".join(f"{given.get(n, '')} | " for n in names)
+                         + " | ".join(cells.get(c, "") for c in columns) + " |")
     return "\n".join(parts) + "\n"
 
 

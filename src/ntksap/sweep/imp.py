@@ -27,7 +27,15 @@ import torch
 from ..atomic import atomic_torch_save, write_text_atomic
 from ..engine import prune
 from ..errors import ConfigError
-from ..experiment import RunConfig, loaders, open_data, provenance, resolve
+from ..experiment import (
+    RunConfig,
+    config_from_dict,
+    identity,
+    loaders,
+    open_data,
+    provenance,
+    resolve,
+)
 from ..masks import Masks, measured_sparsity
 from ..models import build_model
 from ..train import train
@@ -49,9 +57,9 @@ class ImpConfig:
 def imp_config(preset: str, sparsity: float, *, rounds: int = 0, rewind_epoch: int = 0,
                **kwargs: Any) -> ImpConfig:
     """An :class:`ImpConfig` from a preset, like :func:`ntksap.experiment.resolve`."""
-    if kwargs.get("transform") or kwargs.get("eps"):
-        raise ConfigError("IMP takes no sanity-check transform and no eps; drop them for "
-                          "method imp")
+    if kwargs.get("transform") or kwargs.get("eps") or kwargs.get("method_options"):
+        raise ConfigError("IMP takes no sanity-check transform and no method options (eps, "
+                          "...); drop them for method imp")
     kwargs.pop("repeats", None)
     base = resolve(preset, "magnitude", sparsity, **kwargs)
     if not 0 < base.sparsity < 1:
@@ -67,11 +75,11 @@ def imp_config(preset: str, sparsity: float, *, rounds: int = 0, rewind_epoch: i
 
 def imp_dir(config: ImpConfig, out_dir: str | Path) -> Path:
     """``OUT/<preset>/imp-sp<sparsity>-seed<seed>-<digest of the whole config>``; the run's
-    ``holdout``, added later, is left out of the digest at its default (0) so that IMP
-    directories made before it existed keep their name."""
+    fields as :func:`~ntksap.experiment.identity` gives them (``holdout``, added later, left
+    out at its default), with ``eps`` = 0 as the first IMP runs recorded it, so that IMP
+    directories made before keep their name."""
     fields = dataclasses.asdict(config)
-    if not fields["run"].get("holdout"):
-        fields["run"].pop("holdout", None)
+    fields["run"] = {**identity(config.run), "eps": 0.0}  # the layout of the first IMP runs
     digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
     run = config.run
     return Path(out_dir) / run.preset / f"imp-sp{run.sparsity:g}-seed{run.seed}-{digest}"
@@ -176,8 +184,9 @@ def _write_config(directory: Path, config: ImpConfig, device: torch.device) -> N
     record = {"kind": "imp", "config": dataclasses.asdict(config), "seed": config.run.seed,
               **provenance(), "device": str(device)}
     if path.exists():
-        stored = json.loads(path.read_text())
-        if stored.get("config") != json.loads(json.dumps(record["config"])):
+        stored = dict(json.loads(path.read_text()).get("config") or {})
+        recorded = ImpConfig(config_from_dict(stored.pop("run", {})), **stored)
+        if imp_dir(recorded, "") != imp_dir(config, ""):
             raise ConfigError(f"{path} records another config; move the directory away")
         return
     directory.mkdir(parents=True, exist_ok=True)

@@ -12,8 +12,7 @@ import torch
 
 from ..atomic import is_disk_full
 from ..errors import ConfigError, DiskFullError, NtksapError
-from ..experiment import RunConfig, identity, run_dir, run_experiment
-from ..train import TrainConfig
+from ..experiment import RunConfig, config_from_dict, identity, run_dir, run_experiment
 from .imp import ImpConfig, imp_dir, run_imp
 from .store import Job
 
@@ -32,16 +31,9 @@ class ExecOptions:
 
 
 def run_config_from_dict(data: dict[str, Any]) -> RunConfig:
-    """The :class:`RunConfig` recorded as ``dataclasses.asdict`` data (fields unknown to this
-    version are an error, not silently dropped)."""
-    data = dict(data)
-    train = TrainConfig(**data.pop("train", {}))
-    known = {f.name for f in dataclasses.fields(RunConfig)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(f"run config has fields this ntksap does not know: "
-                          f"{', '.join(unknown)}; upgrade ntksap or remove the run from the store")
-    return RunConfig(**data, train=train)
+    """The :class:`RunConfig` recorded as data, of this version or an older one
+    (:func:`ntksap.experiment.config_from_dict`)."""
+    return config_from_dict(data)
 
 
 def imp_config_from_dict(data: dict[str, Any]) -> ImpConfig:

@@ -17,8 +17,10 @@ A spec (see ``configs/*.yaml``)::
         grid: {method: [dense], c: null}
 
 Fields of a point: every :class:`~ntksap.experiment.RunConfig` field (preset, method,
-sparsity, seed, dataset, model, num_classes, rounds, repeats, scope, transform,
-limit_per_class, eps), ``c`` or ``density`` instead of sparsity, every
+sparsity, seed, dataset, model, num_classes, rounds, scope, transform, limit_per_class,
+holdout), ``c`` or ``density`` instead of sparsity, the method's options
+(``method_options: {eps: 0.001}`` or ``method_options.eps: [0.001, 0.01]`` as an axis;
+``repeats`` and ``eps`` are shorthands for NTK-SAP's), every
 :class:`~ntksap.train.TrainConfig` field (``epochs``, ``lr``, ... or ``train: {...}``), and
 ``rewind_epoch`` for method ``imp``. Command-line overrides: ``--set PATH=VALUE`` (YAML value;
 applied at the top level and in every group that has PATH) and ``--only FIELD=V1,V2``.
@@ -53,7 +55,9 @@ SWEEP_KEYS = ("name", "description", "preset", "out_dir", "db", "data_dir", "dow
 GROUP_KEYS = ("name", "fixed", "grid", "sanity")
 RUN_FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig) if f.name != "train")
 TRAIN_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
-POINT_FIELDS = (*RUN_FIELDS, "c", "density", "rewind_epoch", "train",
+OPTION_SHORTHANDS = ("repeats", "eps")  # NTK-SAP's options, once fields of every run
+OPTIONS = "method_options"
+POINT_FIELDS = (*RUN_FIELDS, *OPTION_SHORTHANDS, "c", "density", "rewind_epoch", "train",
                 *(f"train.{f}" for f in TRAIN_FIELDS), *TRAIN_FIELDS)
 
 
@@ -204,10 +208,10 @@ def _count(value: Any, name: str, least: int) -> int | None:
 def _points(spec: dict[str, Any], group: dict[str, Any]
             ) -> Iterable[tuple[dict[str, Any], dict[str, Any]]]:
     """Every point of ``group`` (merged over the top level) and its axis values."""
-    fixed = {**_mapping(spec, "fixed"), **_mapping(group, "fixed")}
+    fixed = {**_options_flat(_mapping(spec, "fixed")), **_options_flat(_mapping(group, "fixed"))}
     if "preset" in spec:
         fixed.setdefault("preset", spec["preset"])
-    grid = {**_mapping(spec, "grid"), **_mapping(group, "grid")}
+    grid = {**_options_flat(_mapping(spec, "grid")), **_options_flat(_mapping(group, "grid"))}
     grid = {k: v for k, v in grid.items() if v is not None}
     sanity = group.get("sanity", spec.get("sanity")) or []
     shortcut = bool(sanity) and "transform" not in grid
@@ -225,6 +229,18 @@ def _points(spec: dict[str, Any], group: dict[str, Any]
         yield point, axes
 
 
+def _options_flat(tree: dict[str, Any]) -> dict[str, Any]:
+    """``tree`` with a ``method_options`` mapping spelled as ``method_options.NAME`` keys."""
+    out = {k: v for k, v in tree.items() if k != OPTIONS}
+    options = tree.get(OPTIONS)
+    if options is None:
+        return out
+    if not isinstance(options, dict):
+        raise ConfigError(f"{OPTIONS} must be a mapping of the method's options, e.g. "
+                          f"{{eps: 0.001}}; got {options!r}")
+    return {**{f"{OPTIONS}.{k}": v for k, v in options.items()}, **out}
+
+
 def _mapping(tree: dict[str, Any], key: str) -> dict[str, Any]:
     value = tree.get(key) or {}
     if not isinstance(value, dict):
@@ -235,11 +251,14 @@ def _mapping(tree: dict[str, Any], key: str) -> dict[str, Any]:
 def _config(point: dict[str, Any]) -> Any:
     """The :class:`RunConfig` or :class:`ImpConfig` of one point."""
     p = dict(point)
+    options = {k.partition(".")[2]: p.pop(k) for k in list(p) if k.startswith(OPTIONS + ".")}
     unknown = sorted(set(p) - set(POINT_FIELDS))
     if unknown:
         raise ConfigError(f"unknown field(s) {', '.join(unknown)}; a point's fields are the "
-                          f"run's ({', '.join(RUN_FIELDS)}), c or density, rewind_epoch (imp), "
-                          "and the training fields (epochs, lr, ...)")
+                          f"run's ({', '.join(RUN_FIELDS)}), {OPTIONS}.NAME (the method's "
+                          "options), c or density, rewind_epoch (imp), and the training fields "
+                          "(epochs, lr, ...)")
+    options = {**(p.pop(OPTIONS, None) or {}), **options}
     for name in ("preset", "method"):
         if name not in p:
             raise ConfigError(f"no {name}: give it at the top level, in fixed or in the grid")
@@ -257,7 +276,10 @@ def _config(point: dict[str, Any]) -> Any:
                 1.0 - _number(p.pop("density"), "density") if "density" in p else
                 _number(p.pop("sparsity", 0.0), "sparsity"))
     preset, method = str(p.pop("preset")), str(p.pop("method"))
-    kwargs = {k: _coerce(RunConfig, k, v) for k, v in p.items()}
+    kwargs = {k: _coerce(RunConfig, k, v) for k, v in p.items() if k not in OPTION_SHORTHANDS}
+    kwargs.update(_shorthands(p))
+    if options:
+        kwargs[OPTIONS] = options
     if method == "imp":
         return imp_config(preset, sparsity, train_overrides=train, **kwargs)
     if "rewind_epoch" in kwargs:
@@ -280,6 +302,16 @@ def _coerce(cls: type, name: str, value: Any) -> Any:
     return value
 
 
+def _shorthands(point: dict[str, Any]) -> dict[str, Any]:
+    """``repeats`` and ``eps`` of a point, as numbers (YAML reads ``1e-3`` as a string)."""
+    out: dict[str, Any] = {}
+    if "repeats" in point:
+        out["repeats"] = point["repeats"]
+    if "eps" in point:
+        out["eps"] = _number(point["eps"], "eps") if point["eps"] is not None else None
+    return out
+
+
 def _number(value: Any, name: str) -> float:
     try:
         return float(value)
@@ -291,7 +323,7 @@ def _filters(only: Iterable[str]) -> dict[str, list[str]]:
     out = {}
     for item in only:
         name, sep, values = item.partition("=")
-        if not sep or name not in POINT_FIELDS:
+        if not sep or not (name in POINT_FIELDS or name.startswith(OPTIONS + ".")):
             raise ConfigError(f"--only {item!r} must look like FIELD=V1,V2 with FIELD among "
                               f"the point fields (method, c, seed, ...)")
         out[name] = [v.strip() for v in values.split(",")]

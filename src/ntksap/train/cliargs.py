@@ -133,3 +133,39 @@ def dataclass_to_argv(obj: Any, prefix: str = "") -> list[str]:
         else:
             argv += [flag, repr(value) if isinstance(value, float) else str(value)]
     return argv
+
+
+def parse_options(items: list[str] | None, flag: str = "--option", **shorthands: Any
+                  ) -> dict[str, Any]:
+    """``NAME=VALUE`` items (a repeatable flag) as a dict, plus the ``shorthands`` (flags
+    such as ``--eps``) that are not None; each VALUE is read as a YAML scalar (``0.001``,
+    ``5``, ``true``, ``none``, a bare word). A malformed item or a name given twice with two
+    values is a :class:`~ntksap.errors.ConfigError`."""
+    import yaml
+
+    from ..errors import ConfigError
+
+    options: dict[str, Any] = {}
+    for item in items or []:
+        name, sep, text = item.partition("=")
+        name = name.strip()
+        if not sep or not name.isidentifier():
+            raise ConfigError(f"{flag} {item!r} must look like NAME=VALUE, e.g. {flag} eps=0.001")
+        try:
+            value = yaml.safe_load(text) if text.strip().lower() != "none" else None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{flag} {item!r}: cannot read the value ({err})") from err
+        if isinstance(value, dict | list):
+            raise ConfigError(f"{flag} {item!r}: the value must be a single number, word or "
+                              "true/false")
+        if name in options and options[name] != value:
+            raise ConfigError(f"{flag} {name} given twice ({options[name]!r} and {value!r}); "
+                              "give it once")
+        options[name] = value
+    for name, value in shorthands.items():
+        if value is not None and name in options and options[name] != value:
+            raise ConfigError(f"--{name} {value} and {flag} {name}={options[name]} disagree; "
+                              "give the option once")
+        if value is not None:
+            options[name] = value
+    return options
