@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from .engine import density_schedule, prune, score
 from .masks import Masks, exclude_layers, measured_sparsity, prunable_layers
-from .methods import METHODS, Method
+from .methods import METHODS, Method, register_method
 from .models import MODELS, build_model
 
 __version__ = "0.1.0"
@@ -24,5 +24,6 @@ __all__ = [
     "measured_sparsity",
     "prunable_layers",
     "prune",
+    "register_method",
     "score",
 ]

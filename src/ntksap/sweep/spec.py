@@ -332,10 +332,18 @@ def _filters(only: Iterable[str]) -> dict[str, list[str]]:
 
 def _keep(point: dict[str, Any], filters: dict[str, list[str]]) -> bool:
     for name, values in filters.items():
-        value = point.get(name, "")
+        value = point.get(name, point.get(_alias(name), ""))
         if not any(_same(value, v) for v in values):
             return False
     return True
+
+
+def _alias(name: str) -> str:
+    """The other spelling of an option with a shorthand: ``eps`` <-> ``method_options.eps``."""
+    bare = name.removeprefix(OPTIONS + ".")
+    if bare not in OPTION_SHORTHANDS:
+        return name
+    return bare if bare != name else f"{OPTIONS}.{bare}"
 
 
 def _same(value: Any, text: str) -> bool:
