@@ -9,7 +9,8 @@ are with the reference's batch size of 256). The engine's
 default memory layout is NCHW on CPU and channels_last on CUDA; each method is timed in both
 layouts, adjacently, with the number of kept weights that differ between the two layouts'
 masks (float32 rounding: on CPU, train-mode BatchNorm in channels_last; for the iterative
-methods the difference grows over the rounds).
+methods the difference grows over the rounds); SNIP's and GraSP's float32 masks in each layout
+are also compared with the same method's float64 mask (kept weights not in it).
 
 In the same run NTK-SAP is timed against a plain re-statement of the public code's procedure
 (``ntksap.reference``: the perturbed twin deep-copied once per round, a separate no-grad
@@ -51,6 +52,8 @@ OPTIONS: dict[str, dict] = {
     "ntksap": {"repeats": 5, "eps": 0.01, "samples": 100},
 }
 LAYOUTS = {"NCHW": False, "channels_last": True}
+# one-shot methods whose float32 masks are also compared with the same method's float64 mask
+PRECISION_METHODS = ("snip", "grasp")
 
 
 def _sync(device: torch.device) -> None:
@@ -58,8 +61,8 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def timed_prune(method, data, device, **kw) -> tuple[ntksap.Masks, float]:
-    model = ntksap.build_model("resnet20", 10, seed=0).to(device)
+def timed_prune(method, data, device, dtype=torch.float32, **kw) -> tuple[ntksap.Masks, float]:
+    model = ntksap.build_model("resnet20", 10, seed=0).to(device=device, dtype=dtype)
     _sync(device)
     start = time.perf_counter()
     masks = prune(model, method, SPARSITY, input_shape=SHAPE, data=data, seed=0,
@@ -221,6 +224,7 @@ def main() -> None:
     seconds: dict[str, dict[str, float]] = {}
     masks: dict[str, dict[str, ntksap.Masks]] = {}
     moved: dict[str, int] = {}
+    off: dict[str, dict[str, int]] = {}  # kept weights not in the float64 mask, per layout
     for name in args.methods.split(","):
         needs = METHODS[name].needs_data
         seconds[name], masks[name] = {}, {}
@@ -230,24 +234,36 @@ def main() -> None:
                 **OPTIONS.get(name, {}))
         nchw, last = masks[name]["NCHW"], masks[name]["channels_last"]
         moved[name] = sum(int((nchw[n] & ~last[n]).sum()) for n in nchw)
+        if name in PRECISION_METHODS:
+            exact, _ = timed_prune(name, (data[0].double(), data[1]), device,
+                                   dtype=torch.float64)
+            off[name] = {lay: sum(int((m[n] & ~exact[n]).sum()) for n in m)
+                         for lay, m in masks[name].items()}
         if not args.json:
             print(f"{name:>12}: " + ", ".join(f"{lay} {sec:.2f} s"
                                               for lay, sec in seconds[name].items())
                   + f"  (rounds {nchw.meta['rounds']}, kept {nchw.remaining}, {moved[name]} "
-                  "kept weights differ between the layouts)", flush=True)
-    result.update(seconds=seconds, default_layout=default, layout_mask_difference=moved)
+                  "kept weights differ between the layouts"
+                  + ("; not in the float64 mask: " + ", ".join(
+                      f"{lay} {k}" for lay, k in off[name].items()) if name in off else "")
+                  + ")", flush=True)
+    result.update(seconds=seconds, default_layout=default, layout_mask_difference=moved,
+                  kept_not_in_float64_mask=off)
     if "ntksap" in seconds and not args.no_reference:
         result["ntksap_reference"] = compare_with_reference(
             device, masks["ntksap"], seconds["ntksap"], args.json)
     if args.json:
         print(json.dumps(result))
         return
-    print(f"\n{'method':>12} | {'NCHW':>8} | {'chan_last':>9} | {'NCHW/CL':>7} | kept weights "
-          f"differing (of {nchw.remaining})\n{'-' * 13}+{'-' * 10}+{'-' * 11}+{'-' * 9}+"
-          f"{'-' * 20}")
+    print(f"\n{'method':>12} | {'NCHW':>8} | {'chan_last':>9} | {'NCHW/CL':>7} | layouts differ "
+          f"| not in float64 mask (NCHW, CL)\n{'-' * 13}+{'-' * 10}+{'-' * 11}+{'-' * 9}+"
+          f"{'-' * 16}+{'-' * 31}")
     for name, sec in seconds.items():
+        precision = (f"{off[name]['NCHW']}, {off[name]['channels_last']}" if name in off
+                     else "")
         print(f"{name:>12} | {sec['NCHW']:8.2f} | {sec['channels_last']:9.2f} | "
-              f"{sec['NCHW'] / sec['channels_last']:7.2f} | {moved[name]}")
+              f"{sec['NCHW'] / sec['channels_last']:7.2f} | {moved[name]:14d} | {precision}")
+    print(f"kept weights: {nchw.remaining} of {nchw.total} in every mask")
     print(f"default layout on {device.type}: {default}; seconds per method in each layout, "
           "timed adjacently; NCHW/CL > 1: channels_last is faster")
 
