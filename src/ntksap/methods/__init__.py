@@ -49,7 +49,11 @@ class _Registry(dict):
         self._loaded = True
         for entry in metadata.entry_points(group=ENTRY_POINT_GROUP):
             try:
-                register_method(entry.load())
+                cls = register_method(entry.load())
+                if cls.name != entry.name:
+                    warnings.warn(f"ntksap: entry point {entry.name!r} registers the method "
+                                  f"under its own name {cls.name!r}; name the entry point "
+                                  "after the method", stacklevel=2)
             except Exception as err:  # noqa: BLE001 - a broken plugin must not break ntksap
                 warnings.warn(f"ntksap: cannot load pruning method {entry.name!r} from entry "
                               f"point {entry.value!r} ({type(err).__name__}: {err}); it is "
