@@ -230,6 +230,24 @@ def test_resolve_checks_options_by_name_and_type_before_anything_runs(toy):
         resolve("cifar10-resnet20", "dense", 0.0, method_options={"eps": 0.2})
 
 
+def test_a_run_option_must_be_a_value_config_json_can_record():
+    from dataclasses import dataclass
+
+    @register_method
+    @dataclass
+    class Tupled(ntksap.Method):
+        name = "tupled"
+        layers: tuple = ()
+
+    try:
+        ntksap.methods.check_options("tupled", {"layers": ("fc",)})  # fine for prune()
+        with pytest.raises(ConfigError, match="option layers of a run must be a number, a "
+                                              "string, true/false or none"):
+            resolve("cifar10-resnet20", "tupled", 0.5, method_options={"layers": ("fc",)})
+    finally:
+        dict.pop(METHODS, "tupled", None)
+
+
 # Old run directories keep their names --------------------------------------------------------
 
 # names computed by the code before method_options existed (commit a81565d), for configs that

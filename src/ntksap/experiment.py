@@ -173,6 +173,11 @@ def _method_defaults(p: Preset, method: str, given: Mapping[str, Any]
     own = option_defaults(cls)
     options = {k: v for k, v in checked.items()
                if k in preset_options or k not in own or not _same_value(v, own[k])}
+    for name, value in options.items():
+        if not isinstance(value, str | int | float | bool | type(None)):
+            raise ConfigError(f"method {method!r}: option {name} of a run must be a number, a "
+                              f"string, true/false or none (it is recorded in config.json); got "
+                              f"{type(value).__name__}")
     return preset_rounds or cls.default_rounds, {**preset_options, **options}
 
 
