@@ -120,3 +120,25 @@ def test_density_report_and_table():
     assert masks.table().splitlines()[-1].split()[0] == "total"
     shuffled = masks.shuffled(torch.Generator().manual_seed(0))
     assert [r["remaining"] for r in shuffled.layers()] == [r["remaining"] for r in rows]
+
+
+def test_pruning_or_checking_a_masked_model_leaves_it_working():
+    """Scoring copies a masked model and removes the copy's parametrizations: the original
+    must keep its masks and its ``weight`` (a deep copy shares the parametrized class)."""
+    from ntksap.report.collapse import path_check
+
+    torch.manual_seed(0)
+    model = ConvBN()
+    first = ntksap.prune(model, "magnitude", 0.5)
+    first.apply(model)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(4, 2, 8, 8)
+    out = model.eval()(x)
+    second = ntksap.prune(model, "snip", 0.8, data=(x, torch.tensor([0, 1, 2, 0])))
+    path_check(model, dict(second.items()), (2, 8, 8))
+    assert torch.equal(model.eval()(x), out)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert torch.equal(ntksap.Masks.of(model)["conv1"], first["conv1"])
+    plain = ntksap.Masks.plain_copy(model)
+    assert not list(plain.parametrizations.keys() if hasattr(plain, "parametrizations") else [])
+    assert torch.equal(plain.conv1.weight, model.conv1.weight)

@@ -3,7 +3,6 @@ monotone masks, scoring on a private copy, and the sanity-check transforms."""
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import time
@@ -280,7 +279,7 @@ def _model_device(model: nn.Module) -> torch.device:
 def _scoring_copy(model: nn.Module, masks: Masks, layers: dict[str, nn.Module],
                   device: torch.device, channels_last: bool) -> ScoringNet:
     """A deep copy with plain parameters that require no grad, on ``device``."""
-    clone = Masks.remove(copy.deepcopy(model)).to(device)
+    clone = Masks.plain_copy(model).to(device)
     if channels_last:
         clone = clone.to(memory_format=torch.channels_last)
     for p in clone.parameters():

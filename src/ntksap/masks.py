@@ -10,6 +10,7 @@ works unmodified: torchvision, timm, or your own.
 
 from __future__ import annotations
 
+import copy
 import fnmatch
 import os
 from collections.abc import Callable, Iterator, Mapping
@@ -206,6 +207,22 @@ class Masks(Mapping[str, torch.Tensor]):
                     existing.mask.copy_(mask)
                 raw_weight(module).mul_(mask)
         return model
+
+    @staticmethod
+    def plain_copy(model: nn.Module) -> nn.Module:
+        """A deep copy of ``model`` with the masks baked into plain weight parameters;
+        ``model`` and its parametrizations are left as they are.
+
+        ``copy.deepcopy`` of a parametrized module shares the module's parametrized class with
+        the original, and removing a parametrization deletes the ``weight`` property from that
+        class, which would break the original. Each copied module gets its own class first."""
+        clone = copy.deepcopy(model)
+        for module in clone.modules():
+            if _weight_mask(module) is not None:
+                cls = type(module)
+                own = {k: v for k, v in vars(cls).items() if k not in ("__dict__", "__weakref__")}
+                module.__class__ = type(cls.__name__, cls.__bases__, own)
+        return Masks.remove(clone)
 
     @staticmethod
     def remove(model: nn.Module) -> nn.Module:

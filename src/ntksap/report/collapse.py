@@ -11,7 +11,6 @@ kept but useless, and the "effective" density counts only the useful ones.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from typing import Any
 
@@ -33,7 +32,7 @@ def path_check(model: nn.Module, masks: Mapping[str, torch.Tensor],
                input_shape: tuple[int, ...]) -> dict[str, Any]:
     """Whether any input-output path survives in ``model`` under ``masks``, and the number
     of kept weights per layer that lie on one (``effective``)."""
-    net = copy.deepcopy(Masks.remove(model)).double().eval()
+    net = Masks.plain_copy(model).double().eval()
     _neutralize(net)
     layers = prunable_layers(net)
     weights = {}
