@@ -299,6 +299,13 @@ def test_a_run_directory_made_before_method_options_is_found_and_reported(tmp_pa
     assert sorted((r.variant, r.options["eps"]) for r in report.rows) == [
         ("ntksap eps=0.005", 0.005), ("ntksap eps=0.02", 0.02)]
     assert "| method | eps |" in (tmp_path / "report" / "results.md").read_text()
+    # an unfinished old run resumes under its old config.json (read as the same config)
+    recorded = (old / "config.json").read_text()
+    (old / "done.json").unlink()
+    (old / "summary.json").unlink()
+    resumed = run_experiment(config, out_dir=runs, progress=False)
+    assert not resumed.get("already_done") and resumed["run_dir"] == str(old)
+    assert (old / "config.json").read_text() == recorded and (old / "masks.pt").exists()
 
 
 # Sweep specs ---------------------------------------------------------------------------------
