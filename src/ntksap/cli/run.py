@@ -26,11 +26,13 @@ from ..train.cliargs import (
     parse_options,
 )
 from ..train.config import LoggingConfig
+from .helpformat import description
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="prune, train and evaluate one configuration",
-                       description=__doc__.splitlines()[0])
+                       description=description(__doc__),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", required=True, metavar="PRESET",
                    help=f"the paper's settings: {', '.join(PRESETS)}")
     p.add_argument("--method", required=True, metavar="METHOD",

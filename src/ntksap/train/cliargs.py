@@ -42,11 +42,20 @@ def _split_optional(hint: Any) -> tuple[Any, bool]:
     return hint, False
 
 
+class _OnOffFlag(argparse.BooleanOptionalAction):
+    """``--flag/--no-flag`` whose help states its default once, as on/off (argparse's own
+    action appends a second ``(default: ...)`` on Python < 3.14)."""
+
+    def __init__(self, *args: Any, help: str | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, help=help, **kwargs)
+        self.help = help
+
+
 def _argument_kwargs(cls: type, name: str, hint: Any) -> dict[str, Any]:
     base, optional = _split_optional(hint)
     origin = typing.get_origin(base)
     if base is bool:
-        return {"action": argparse.BooleanOptionalAction}
+        return {"action": _OnOffFlag}
     if origin is typing.Literal:
         choices = list(typing.get_args(base))
         convert = type(choices[0])
@@ -84,6 +93,8 @@ def add_dataclass_args(parser: argparse.ArgumentParser | argparse._ArgumentGroup
         text = f.metadata.get("help", "")
         if suppress:
             default, kwargs["required"] = argparse.SUPPRESS, False
+        elif kwargs.get("action") is _OnOffFlag:
+            text = f"{text} (default: {'on' if default else 'off'})".strip()
         else:
             text = f"{text} (default: %(default)s)".strip()
         parser.add_argument(_flag(prefix, f.name), dest=_dest(prefix, f.name), default=default,
