@@ -23,7 +23,7 @@ from ..errors import ConfigError
 from ..masks import Masks
 from ..models import MODELS, build_model, model_spec
 from ..ntk import compare_spectra, mask_label, write_comparison
-from ..ntk.compare import DENSE, check_inputs, finite
+from ..ntk.compare import DENSE_NETWORK, check_inputs, finite
 from ..ntk.memory import DEFAULT_BUDGET, parse_bytes
 from ..ntk.params import PARAMS
 from ..ntk.runs import SPECTRUM_FILE, find_runs, run_spectrum
@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     for i, path in enumerate(args.masks):
         m = Masks.load(path, model)
         label = args.labels[i] if args.labels else mask_label(m, Path(path).stem)
-        while label in masks or label == DENSE:
+        while label in masks or label == DENSE_NETWORK:
             label += "'"
         masks[label] = m
     generator = torch.Generator().manual_seed(args.seed)

@@ -21,7 +21,7 @@ from .memory import DEFAULT_BUDGET
 from .plots import plot_spectra, write_columns, write_table
 from .spectrum import eigenvalues, spectrum_distance, spectrum_summary
 
-DENSE = "dense"
+DENSE_NETWORK = "dense"  # the unpruned network's label among the compared networks
 
 
 @dataclass
@@ -81,7 +81,7 @@ def compare_spectra(model: nn.Module, masks: Mapping[str, Masks], inputs: torch.
     """The NTK spectrum of ``model`` (dense, as given) and of a copy of it under each of
     ``masks`` (by label), all on the same ``inputs``: summary rows with the distance of each
     spectrum to the dense one (:func:`.spectrum.spectrum_distance`, both kinds)."""
-    networks: dict[str, nn.Module] = {DENSE: model}
+    networks: dict[str, nn.Module] = {DENSE_NETWORK: model}
     for label, m in masks.items():
         m.check(model)
         networks[label] = m.apply(copy.deepcopy(model))
@@ -96,9 +96,9 @@ def compare_spectra(model: nn.Module, masks: Mapping[str, Masks], inputs: torch.
         density = masks[label].density if label in masks else 1.0
         rows.append({"network": label, "sparsity": 1.0 - density, **spectrum_summary(eigs)})
     for row in rows:
-        eigs = spectra[row["network"]]
-        row["log_distance_to_dense"] = spectrum_distance(eigs, spectra[DENSE], "log")
-        row["relative_distance_to_dense"] = spectrum_distance(eigs, spectra[DENSE], "relative")
+        eigs, dense = spectra[row["network"]], spectra[DENSE_NETWORK]
+        row["log_distance_to_dense"] = spectrum_distance(eigs, dense, "log")
+        row["relative_distance_to_dense"] = spectrum_distance(eigs, dense, "relative")
     return SpectrumComparison(spectra, rows)
 
 

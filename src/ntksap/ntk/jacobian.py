@@ -34,7 +34,7 @@ from ..batchnorm import BatchStatistics, batch_statistics
 from ..errors import ConfigError, OutputShapeError
 from .params import Column, has_shared_parameters, select_columns
 
-BACKENDS = ("auto", "structured", "func")
+JACOBIAN_BACKENDS = ("auto", "structured", "func")
 
 
 def _structured_layer(module: nn.Module) -> bool:
@@ -348,8 +348,8 @@ def jacobian_rows(model: nn.Module, inputs: torch.Tensor, *, params: str = "all"
 
     Raises :class:`OutputShapeError` unless the model maps a batch (n, ...) to logits (n, k).
     """
-    if backend not in BACKENDS:
-        raise ConfigError(f"backend must be one of {BACKENDS}, not {backend!r}")
+    if backend not in JACOBIAN_BACKENDS:
+        raise ConfigError(f"backend must be one of {JACOBIAN_BACKENDS}, not {backend!r}")
     if inputs.dim() < 1 or len(inputs) == 0:
         raise OutputShapeError("the NTK needs a non-empty batch of inputs, shaped (n, ...)")
     columns = select_columns(model, params)

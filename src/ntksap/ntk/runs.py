@@ -29,7 +29,7 @@ from ..atomic import write_text_atomic
 from ..errors import ConfigError
 from ..masks import Masks
 from ..models import build_model, model_spec
-from .compare import DENSE, compare_spectra, finite
+from .compare import DENSE_NETWORK, compare_spectra, finite
 from .memory import DEFAULT_BUDGET
 
 SPECTRUM_FILE = "ntk_spectrum.json"
@@ -119,6 +119,7 @@ def network(directory: str | Path) -> RunNetwork:
     masks = directory / "masks.pt"
     if masks.exists():
         return RunNetwork(directory, config, weights, masks)
+    from ..experiment import DENSE  # the unpruned run's method name (a top-level import cycles)
     if config.get("method", DENSE) == DENSE:
         return RunNetwork(directory, config, weights, None)
     raise ConfigError(f"{directory} has no masks.pt yet (the run has not pruned): run it "
@@ -159,13 +160,14 @@ def run_spectrum(directory: str | Path, *, inputs: int = 100, input_seed: int = 
     x = torch.randn((inputs, *shape), generator=generator).to(device)
     comparison = compare_spectra(model, masks, x, params=params, float64=float64,
                                  memory_budget=memory_budget, progress=progress)
-    dense = comparison.eigenvalues[DENSE].tolist()
+    from ..experiment import DENSE  # the unpruned run's method name (a top-level import cycles)
+    dense = comparison.eigenvalues[DENSE_NETWORK].tolist()
     mine = comparison.eigenvalues["pruned"].tolist() if masks else dense
     rows = {r["network"]: r for r in comparison.rows}
     record = {"eigenvalues": mine, "dense_eigenvalues": dense, **settings,
               "method": config.get("method", DENSE),
               "sparsity": masks["pruned"].sparsity if masks else 0.0,
-              "summary": finite(rows["pruned" if masks else DENSE]),
-              "dense_summary": finite(rows[DENSE])}
+              "summary": finite(rows["pruned" if masks else DENSE_NETWORK]),
+              "dense_summary": finite(rows[DENSE_NETWORK])}
     write_text_atomic(path, json.dumps(record) + "\n")
     return record
