@@ -51,8 +51,13 @@ class BatchStatistics:
         self._cursor += 1
         return self._stats[self._cursor - 1]
 
+    def last_replayed(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (mean, unbiased variance) the latest replayed BatchNorm call normalized with
+        (before any replayed call: the last recorded ones)."""
+        return self._stats[self._cursor - 1]
+
     def normalize(self, module: _BatchNorm, x: torch.Tensor) -> torch.Tensor:
-        batched = torch._C._functorch.is_batchedtensor(x)
+        batched = _is_batched(x)
         if self.mode == "record_train" and not batched:  # PyTorch's own train-mode kernel
             mean = torch.zeros(x.shape[1], dtype=x.dtype, device=x.device)
             var = torch.ones_like(mean)
@@ -80,6 +85,12 @@ class BatchStatistics:
         if module.bias is not None:
             shift = shift + module.bias
         return torch.addcmul(shift.reshape(shape), x, scale.reshape(shape))
+
+
+def _is_batched(x: torch.Tensor) -> bool:
+    """Whether ``x`` is, at its outermost level, a ``torch.func.vmap`` batched tensor: only
+    unwrapping a batched tensor adds a dimension (a gradient-tracking wrapper keeps its shape)."""
+    return torch.func.debug_unwrap(x, recurse=False).dim() > x.dim()
 
 
 @contextmanager

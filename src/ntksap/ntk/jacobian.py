@@ -119,7 +119,7 @@ class JacobianRows:
     def work_bytes(self, inputs: int, logits: int) -> int:
         """Estimated working memory for a block of ``inputs`` x ``logits`` rows, besides the
         block itself (activations, output gradients, per-layer temporaries)."""
-        saved, outputs, unfolded = self._activations()
+        saved, outputs, unfolded = self.activation_bytes()
         biggest = max(c.param.numel() for c in self.columns) * self.itemsize
         if self.backend == "structured":
             # graph, one logit's output gradients, cached normalized and unfolded inputs
@@ -128,7 +128,7 @@ class JacobianRows:
         row = self.num_params * self.itemsize
         return int(1.25 * inputs * (saved + logits * (saved + 2 * row + biggest)))
 
-    def _activations(self) -> tuple[int, int, int]:
+    def activation_bytes(self) -> tuple[int, int, int]:
         """Bytes per example: saved for backward, hooked layer outputs, unfolded inputs (all
         convolutions: they are cached across logits)."""
         if self._activation_bytes is None:
@@ -189,7 +189,7 @@ class JacobianRows:
         def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
             stats = None
             if isinstance(module, _BatchNorm):  # the statistics this call was replayed with
-                stats = self.stats._stats[self.stats._cursor - 1]
+                stats = self.stats.last_replayed()
             calls.setdefault(module, []).append(
                 _Call(args[0].detach(), output, output._version, stats))
             return output.clone() if clone else None  # the network goes on with a copy

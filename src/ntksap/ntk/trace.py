@@ -91,7 +91,7 @@ def _probes(chosen: dict[str, torch.Tensor], count: int, distribution: str,
 
 def _chunks(jac: JacobianRows, budget: int, probes: int) -> list[slice]:
     """Input chunks for forward passes of ``probes`` probes at once."""
-    saved = jac._activations()[0] * probes
+    saved = jac.activation_bytes()[0] * probes
     fixed = 3 * probes * sum(c.param.numel() for c in jac.columns) * jac.itemsize
     if fixed + 3 * saved > budget:
         raise MemoryBudgetError(

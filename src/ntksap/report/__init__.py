@@ -74,7 +74,7 @@ def build_report(source: str | Path, out_dir: str | Path, *, sweep: str | None =
     figures: list[html.Figure] = []
     for setting in dict.fromkeys(r.setting for r in rows):
         mine = [p for p in done if setting_of(p) == setting]
-        slug = html._slug(setting)
+        slug = html.slug(setting)
         figures.append(html.Figure(
             setting, "Accuracy vs " + ("effective " if sparsity_axis == "effective" else "")
             + "sparsity",

@@ -59,7 +59,8 @@ def _table(setting: str, rows: list[Row]) -> str:
             f"</thead><tbody>{''.join(body)}</tbody></table>")
 
 
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
+    """An HTML id for ``text``: alphanumerics kept, the rest dashes, lower case."""
     return "".join(c if c.isalnum() else "-" for c in text).strip("-").lower()
 
 
@@ -84,9 +85,9 @@ def page(title: str, source: str, points: list[Point], rows: list[Row],
              _collapse_section(points)]
     if settings:
         parts.append("<nav><b>Settings:</b> " + " · ".join(
-            f'<a href="#{_slug(s)}">{escape(s)}</a>' for s in settings) + "</nav>")
+            f'<a href="#{slug(s)}">{escape(s)}</a>' for s in settings) + "</nav>")
     for setting in settings:
-        parts.append(f'<section id="{_slug(setting)}"><h2>{escape(setting)}</h2>')
+        parts.append(f'<section id="{slug(setting)}"><h2>{escape(setting)}</h2>')
         parts.append(_table(setting, rows))
         parts += [_img(f) for f in figures if f.setting == setting]
         parts.append("</section>")
