@@ -20,10 +20,10 @@ from .errors import (
     NonFiniteScoreError,
     NtksapError,
 )
+from .init import kaiming_init_
 from .masks import LayerFilter, Masks, prunable_layers
 from .methods import Method, ScoreContext, ScoringNet, check_options, method_class
 from .methods.base import PRUNING_BATCH_SIZE
-from .models.init import kaiming_init_
 from .selection import SCOPES, select
 
 SCHEDULES = ("exponential", "linear")

@@ -35,8 +35,8 @@ from torch import nn
 from torch.func import functional_call
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from .init import kaiming_init_
 from .methods.base import Method, ScoreContext, ScoringNet
-from .models.init import kaiming_init_
 
 
 @dataclass

@@ -12,7 +12,7 @@ import torch
 from torch.func import functional_call, vmap
 
 from ..batchnorm import batch_statistics
-from ..models.init import kaiming_init_
+from ..init import kaiming_init_
 from .base import Method, ScoreContext, ScoringNet, check_options, is_count, is_positive
 
 

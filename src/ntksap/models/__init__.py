@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from ..errors import UnknownNameError
+from ..init import kaiming_init_
 from . import cifar_resnet, imagenet_resnet, lenet, small, vgg
-from .init import kaiming_init_
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,120 @@
+"""Clean boundaries in the source: one meaning per name, no reads of another object's private
+attributes, and the engine and methods independent of the model zoo."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ntksap.batchnorm import batch_statistics
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "ntksap"
+
+
+def _sources() -> dict[Path, str]:
+    return {p: p.read_text() for p in sorted(SRC.rglob("*.py"))}
+
+
+def test_each_module_level_constant_has_one_meaning():
+    defined: dict[str, list[str]] = {}
+    for path, text in _sources().items():
+        for node in ast.parse(text).body:
+            if isinstance(node, ast.Assign):
+                for target in node.targets:
+                    if isinstance(target, ast.Name) and target.id.isupper():
+                        defined.setdefault(target.id, []).append(str(path.relative_to(SRC)))
+    for name in ("BACKENDS", "DENSE"):
+        assert len(defined.get(name, [])) == 1, (name, defined.get(name))
+
+
+# ``os._exit`` is the documented way to leave a forked child; ``Tensor._version`` is PyTorch's
+# in-place version counter; "numpy._core" is a module name in a string.
+ALLOWED = {"os._exit", "numpy._core"}
+
+
+def test_no_reads_of_another_objects_private_attributes():
+    found = []
+    for path, text in _sources().items():
+        for number, line in enumerate(text.splitlines(), 1):
+            for m in re.finditer(r"\b(\w+)\.(_[a-z]\w*)", line):
+                owner, attr = m.groups()
+                if owner in ("self", "cls") or attr == "_version":
+                    continue
+                if f"{owner}.{attr}" in ALLOWED:
+                    continue
+                found.append(f"{path.relative_to(SRC)}:{number}: {m.group(0)}")
+    assert not found, found
+
+
+def test_no_torch_private_c_calls():
+    assert not [p.name for p, text in _sources().items() if "torch._C" in text]
+
+
+def _imports(path: Path) -> set[str]:
+    """Absolute names of the ntksap modules ``path`` imports."""
+    package = ".".join(path.relative_to(SRC.parent).with_suffix("").parts[:-1])
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = package.split(".")
+            if node.level:
+                base = base[:len(base) - node.level + 1]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            names.add(module)
+            names.update(f"{module}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+    return names
+
+
+def test_engine_and_methods_import_nothing_from_the_model_zoo():
+    modules = [SRC / "engine.py", *sorted((SRC / "methods").glob("*.py"))]
+    for path in modules:
+        zoo = {n for n in _imports(path) if n == "ntksap.models" or n.startswith("ntksap.models.")}
+        assert not zoo, (path.name, zoo)
+
+
+def test_import_resolution_sees_relative_imports_of_the_zoo():
+    """The checker above resolves ``from ..models import x`` (it would miss nothing)."""
+    assert "ntksap.models" in _imports(SRC / "cli" / "prune.py")
+
+
+def test_last_replayed_is_the_statistics_the_latest_batchnorm_call_used(one_thread):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.BatchNorm1d(3), nn.Linear(3, 3), nn.BatchNorm1d(3))
+    x = torch.randn(8, 3)
+    with batch_statistics(model, "record_train") as stats:
+        hidden = model[1](model[0](x))  # the second BatchNorm's recorded input
+        model[2](hidden)
+        stats.set_mode("replay")
+        out = model[0](x)
+        torch.testing.assert_close(stats.last_replayed()[0], x.mean(0))
+        torch.testing.assert_close(stats.last_replayed()[1], x.var(0, unbiased=True))
+        model[2](model[1](out))
+        torch.testing.assert_close(stats.last_replayed()[0], hidden.mean(0))
+        torch.testing.assert_close(stats.last_replayed()[1], hidden.var(0, unbiased=True))
+
+
+def test_is_batched_sees_only_an_outermost_vmap_level(one_thread):
+    from torch.func import jacrev, vmap
+
+    from ntksap.batchnorm import _is_batched
+
+    seen = []
+
+    def f(x):
+        seen.append(_is_batched(x))
+        return x.sin().sum()
+
+    x = torch.randn(3, 4)
+    f(x)
+    vmap(f)(x)
+    vmap(jacrev(f))(x)  # a gradient-tracking wrapper around a batched tensor
+    jacrev(f)(x)
+    assert seen == [False, True, False, False]
