@@ -176,3 +176,32 @@ def test_report_command_and_its_errors(store, tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert main(["report", str(store), "--out", str(tmp_path / "r"), "--sweep", "nope"]) == 2
     assert "no sweep 'nope'" in capsys.readouterr().err
+
+
+def test_paper_comparison_reads_the_paper_settings_not_the_training_presets(monkeypatch):
+    """The paper's T and R for a setting come from report.paper, so editing a training
+    preset (e.g. to prune with another T) does not change which runs match the paper."""
+    import dataclasses as dc
+
+    from ntksap.report.records import Point
+    from ntksap.report.table import paper_variant
+    from ntksap.train import config as train_config
+
+    def point(method: str, **config: object) -> Point:
+        return Point("k", "done", method, 0.982, 0,
+                     {"preset": "cifar10-resnet20", "dataset": "cifar10", "model": "resnet20",
+                      **config})
+
+    paper = point("ntksap", method_options={"repeats": 5})
+    t1 = point("ntksap", method_options={"repeats": 5}, rounds=1)
+    assert paper_variant(paper) == ("cifar10-resnet20", "ntksap", None)
+    assert paper_variant(t1) == ("cifar10-resnet20", "ntksap", 1)
+    assert paper_variant(point("ntksap", method_options={"repeats": 1})) is None
+    assert paper_variant(point("snip", model="vgg16")) is None  # not the paper's model
+    assert paper_variant(point("snip", preset="mnist-lenet300", dataset="mnist",
+                               model="lenet300")) is None  # no paper numbers
+    preset = train_config.PRESETS["cifar10-resnet20"]
+    changed = dc.replace(preset, method_defaults={"ntksap": {"rounds": 7, "repeats": 2}})
+    monkeypatch.setitem(train_config.PRESETS, "cifar10-resnet20", changed)
+    assert paper_variant(paper) == ("cifar10-resnet20", "ntksap", None)
+    assert paper_variant(t1) == ("cifar10-resnet20", "ntksap", 1)

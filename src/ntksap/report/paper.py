@@ -9,10 +9,42 @@ them within 0.1 percentage point.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 SOURCE = "Wang, Li, Sun, NTK-SAP, ICLR 2023"
 TOLERANCE = 0.1  # percentage points between a run's sparsity and the paper's column
+
+
+@dataclass(frozen=True)
+class PaperSetting:
+    """A setting the paper reports numbers for: its data and model, and the method options its
+    runs used (``rounds`` is the engine's T; absent: the method's own default)."""
+
+    dataset: str
+    model: str
+    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def options_for(self, method: str) -> tuple[int | None, dict[str, Any]]:
+        """(T or None for the method's own, the method's other options) the paper's runs
+        used."""
+        options = dict(self.method_options.get(method, {}))
+        return options.pop("rounds", None), options
+
+
+def _ntksap(rounds: int, repeats: int) -> dict[str, dict[str, int]]:
+    return {"ntksap": {"rounds": rounds, "repeats": repeats}}
+
+
+# Named like the training presets that reproduce them. ImageNet: T = 100, R = 1 is this
+# toolkit's choice (the setting its ImageNet presets prune with).
+PAPER_SETTINGS: dict[str, PaperSetting] = {
+    "cifar10-resnet20": PaperSetting("cifar10", "resnet20", _ntksap(20, 5)),
+    "cifar100-vgg16": PaperSetting("cifar100", "vgg16", _ntksap(100, 1)),
+    "tinyimagenet-resnet18": PaperSetting("tinyimagenet", "tiny_resnet18", _ntksap(100, 1)),
+    "imagenet-resnet18": PaperSetting("imagenet", "resnet18", _ntksap(100, 1)),
+    "imagenet-resnet50": PaperSetting("imagenet", "resnet50", _ntksap(100, 1)),
+}
 
 
 @dataclass(frozen=True)

@@ -229,15 +229,6 @@ def setting_of(point: Point) -> str:
     return preset + (f" [{', '.join(bits)}]" if bits else "")
 
 
-def is_paper_setting(point: Point) -> bool:
-    """Whether the point ran the paper's data and model (its numbers then apply)."""
-    try:
-        p = get_preset(point.preset)
-    except ConfigError:
-        return False
-    return point.config.get("dataset") == p.dataset and point.config.get("model") == p.model
-
-
 def variant_labels(points: list[Point]) -> dict[str, str]:
     """A label per point key: the method, plus the variant fields (transform, T, scope,
     rewind epoch, and each of the method's options, e.g. NTK-SAP's R and eps) that differ

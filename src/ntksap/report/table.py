@@ -10,13 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from ..methods import METHODS
-from ..train import get_preset
 from .collapse import collapsed
-from .paper import Reference, reference
+from .paper import PAPER_SETTINGS, PaperSetting, Reference, reference
 from .records import (
     OPTION,
     Point,
-    is_paper_setting,
     setting_of,
     variant_labels,
     varying_options,
@@ -97,20 +95,31 @@ def effective_sparsity(point: Point) -> float | None:
     return None if density is None else 100 * (1 - density)
 
 
+def paper_setting(point: Point) -> PaperSetting | None:
+    """The paper's setting a point reproduces (its preset's name, the paper's data and model),
+    or None."""
+    setting = PAPER_SETTINGS.get(point.preset)
+    if setting is None or (point.config.get("dataset"), point.config.get("model")) != (
+            setting.dataset, setting.model):
+        return None
+    return setting
+
+
 def paper_variant(point: Point) -> tuple[str, str, int | None] | None:
     """(preset, method, rounds) under which the paper reports a point's configuration, or
     None: only the paper's data and model, the untransformed mask, the global scope and the
-    method's options as the preset sets them (NTK-SAP: its R, the default eps); ``rounds``
-    is None for the default T, else the T ablation's."""
-    if not is_paper_setting(point) or point.field("transform"):
+    method's options as the paper's runs set them (NTK-SAP: its R, the default eps);
+    ``rounds`` is None for the paper's T, else the T ablation's."""
+    setting = paper_setting(point)
+    if setting is None or point.field("transform"):
         return None
     if (point.field("scope") or "global") != "global":
         return None
-    preset_rounds, preset_options = get_preset(point.preset).defaults_for(point.method)
-    if point.options != preset_options:  # an option the paper's runs did not set
+    paper_rounds, paper_options = setting.options_for(point.method)
+    if point.options != paper_options:  # an option the paper's runs did not set
         return None
-    default = preset_rounds or (METHODS[point.method].default_rounds
-                                if point.method in METHODS else None)
+    default = paper_rounds or (METHODS[point.method].default_rounds
+                               if point.method in METHODS else None)
     rounds = point.field("rounds")
     return point.preset, point.method, None if rounds in (None, 0, default) else rounds
 
