@@ -141,6 +141,45 @@ def prune(model: nn.Module, method: str | Method, sparsity: float, *,
         **options: the method's hyper-parameters, e.g. ``repeats=5, eps=0.01`` for NTK-SAP.
     """
     start = time.perf_counter()
+    scorer, plan = _validate(model, method, sparsity, rounds, schedule, scope, transform,
+                             layer_filter, options)
+    net, ctx = _prepare(model, scorer, plan.start_masks, input_shape, data, batch_size,
+                        layer_filter, device, channels_last, seed)
+    alive = _run_rounds(scorer, net, ctx, plan, seed, progress, on_round)
+    masks, collapsed = _finish(model, alive, plan, seed, allow_layer_collapse)
+    masks.meta.update(
+        method=scorer.name, sparsity=plan.sparsity, rounds=plan.rounds, schedule=schedule,
+        scope=scope, seed=seed, transform=transform, input_shape=list(ctx.input_shape),
+        batch_size=ctx.batch_size, channels_last=net.channels_last,
+        options=dataclasses.asdict(scorer) if dataclasses.is_dataclass(scorer) else {},
+        model=type(model).__name__, collapsed_layers=collapsed,
+        seconds=time.perf_counter() - start)
+    return masks
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """A validated pruning request: the target, the schedule of removals and the masks it
+    starts from."""
+
+    sparsity: float
+    rounds: int
+    scope: str
+    transform: str | None
+    start_masks: Masks
+    total: int
+    removals: list[int]  # weights removed in all after each round
+
+    @property
+    def densities(self) -> list[float]:
+        return [1 - r / self.total for r in self.removals]
+
+
+def _validate(model: nn.Module, method: str | Method, sparsity: float, rounds: int | None,
+              schedule: str, scope: str, transform: str | None,
+              layer_filter: LayerFilter | None, options: dict[str, Any]
+              ) -> tuple[Method, _Plan]:
+    """Check the request and plan its rounds (before anything is computed)."""
     sparsity = check_sparsity(sparsity)
     scorer = make_method(method, options)
     rounds = scorer.default_rounds if rounds is None else int(rounds)
@@ -158,50 +197,61 @@ def prune(model: nn.Module, method: str | Method, sparsity: float, *,
         raise NtksapError(f"the model is already pruned to sparsity {start_masks.sparsity:.4f}, "
                           f"beyond the requested {sparsity}; ask for a higher sparsity")
     removals = [max(r, total - start_masks.remaining) for r in removals]
-    net, ctx = _prepare(model, scorer, start_masks, input_shape, data, batch_size,
-                        layer_filter, device, channels_last, seed)
+    return scorer, _Plan(sparsity, rounds, scope, transform, start_masks, total, removals)
+
+
+def _run_rounds(scorer: Method, net: ScoringNet, ctx: ScoreContext, plan: _Plan, seed: int,
+                progress: bool, on_round: Callable[[int, Masks], None] | None
+                ) -> dict[str, torch.Tensor]:
+    """Score and select ``plan.rounds`` times; the surviving weights, on the scoring device."""
     device = ctx.generator.device
     tie_breaker = torch.Generator().manual_seed(seed)
-    alive = {n: m.to(device) for n, m in start_masks.items()}
-    densities = [1 - r / total for r in removals]
-
+    alive = {n: m.to(device) for n, m in plan.start_masks.items()}
+    densities = plan.densities
     with torch.random.fork_rng(devices=_cuda_indices(device)):
         torch.manual_seed(seed)
-        bar = tqdm(range(1, rounds + 1), desc=f"{scorer.name}", unit="round",
+        bar = tqdm(range(1, plan.rounds + 1), desc=f"{scorer.name}", unit="round",
                    disable=not progress, leave=False)
         for t in bar:
             net.set_masks(alive)
-            ctx = dataclasses.replace(ctx, round=t, rounds=rounds, density=densities[t - 1])
-            scores = _checked_scores(scorer, net, ctx)
-            if transform == "invert":
-                scores = {n: -s for n, s in scores.items()}
-            caps = None
-            if scorer.monotone:
-                scores = {n: s.masked_fill(~alive[n], -math.inf) for n, s in scores.items()}
-                caps = {n: int(m.sum()) for n, m in alive.items()}
-            alive = select(scores, total - removals[t - 1], scope, tie_breaker, caps)
+            ctx = dataclasses.replace(ctx, round=t, rounds=plan.rounds, density=densities[t - 1])
+            alive = _round(scorer, net, ctx, alive, plan, plan.total - plan.removals[t - 1],
+                           tie_breaker)
             bar.set_postfix(density=f"{densities[t - 1]:.4f}")
             if on_round is not None:
                 on_round(t, Masks({n: m.cpu() for n, m in alive.items()}))
+    return alive
 
+
+def _round(scorer: Method, net: ScoringNet, ctx: ScoreContext, alive: dict[str, torch.Tensor],
+           plan: _Plan, keep: int, tie_breaker: torch.Generator) -> dict[str, torch.Tensor]:
+    """One round: score, then keep exactly ``keep`` weights (within ``alive`` for a monotone
+    method)."""
+    scores = _checked_scores(scorer, net, ctx)
+    if plan.transform == "invert":
+        scores = {n: -s for n, s in scores.items()}
+    caps = None
+    if scorer.monotone:
+        scores = {n: s.masked_fill(~alive[n], -math.inf) for n, s in scores.items()}
+        caps = {n: int(m.sum()) for n, m in alive.items()}
+    return select(scores, keep, plan.scope, tie_breaker, caps)
+
+
+def _finish(model: nn.Module, alive: dict[str, torch.Tensor], plan: _Plan, seed: int,
+            allow_layer_collapse: bool) -> tuple[Masks, list[str]]:
+    """The final masks on the CPU, after the shuffle or reinit transform, and the layers they
+    leave empty (an error unless layer collapse is allowed)."""
     masks = Masks({n: m.cpu() for n, m in alive.items()})
-    if transform == "shuffle":
+    if plan.transform == "shuffle":
         masks = masks.shuffled(torch.Generator().manual_seed(seed))
-    elif transform == "reinit":
+    elif plan.transform == "reinit":
         reinitialize(model, seed)
     collapsed = [r["name"] for r in masks.layers() if r["remaining"] == 0]
     if collapsed and not allow_layer_collapse:
         raise LayerCollapseError(
-            f"layers left with no weight at sparsity {sparsity}: {', '.join(collapsed)}; lower "
-            "the sparsity, use scope='layerwise' or 'erk', or allow layer collapse")
-    masks.meta.update(
-        method=scorer.name, sparsity=sparsity, rounds=rounds, schedule=schedule, scope=scope,
-        seed=seed, transform=transform, input_shape=list(ctx.input_shape),
-        batch_size=ctx.batch_size, channels_last=net.channels_last,
-        options=dataclasses.asdict(scorer) if dataclasses.is_dataclass(scorer) else {},
-        model=type(model).__name__, collapsed_layers=collapsed,
-        seconds=time.perf_counter() - start)
-    return masks
+            f"layers left with no weight at sparsity {plan.sparsity}: {', '.join(collapsed)}; "
+            "lower the sparsity, use scope='layerwise' or 'erk', or allow layer collapse")
+    return masks, collapsed
 
 
 def score(model: nn.Module, method: str | Method, *, input_shape: tuple[int, ...] | None = None,
