@@ -145,83 +145,144 @@ def train(model: nn.Module, train_loader: Batches, test_loader: Batches, config:
     paths = {k: run_dir / name for k, name in
              (("ckpt", ck.CHECKPOINT), ("metrics", ck.METRICS), ("done", ck.DONE))}
     config_dict = dataclasses.asdict(config)
+    _place(model, masks, device, config)
+    done = ck.read_done(paths["done"])
+    if done is not None:
+        return _finished(model, done, paths, config_dict)
+
+    optimizer = build_optimizer(model, config)
+    scheduler = build_scheduler(optimizer, config)
+    history = _resume(model, optimizer, scheduler, paths, config_dict, rank, world, distributed)
+    net = dd.wrap(model, device) if distributed else model
+    _check_has_batches(train_loader, config)
+    epoch_hooks = [history.add,
+                   _checkpointer(paths, model, optimizer, scheduler, history, config_dict,
+                                 main, distributed),
+                   *(_with_copy(h) for h in (*hooks, on_epoch_end) if h is not None)]
+    for epoch in range(history.start, config.epochs):
+        record = _epoch(net, model, train_loader, test_loader, optimizer, config, device, epoch,
+                        progress and main, distributed)
+        scheduler.step()
+        for hook in epoch_hooks:
+            hook(record)
+
+    result = _result(history.metrics, history.best, model, run_dir)
+    if main:
+        ck.write_done(paths["done"], config_dict, result)
+    dd.barrier(distributed)
+    return result
+
+
+@dataclasses.dataclass
+class _History:
+    """The epochs trained so far (their records) and the best test accuracy among them."""
+
+    start: int = 0  # epochs already trained
+    metrics: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    best: tuple[float, int] = (-1.0, 0)  # (test accuracy, 1-based epoch)
+
+    def add(self, record: dict[str, Any]) -> None:
+        self.metrics.append(record)
+        if record["test_acc"] > self.best[0]:
+            self.best = (record["test_acc"], record["epoch"])
+
+
+def _place(model: nn.Module, masks: Masks | None, device: torch.device, config: TrainConfig
+           ) -> None:
+    """Mask ``model`` (if not yet) and move it to ``device`` in the configured memory format."""
     if masks is not None:
         masks.apply(model)
     model.to(device)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
 
-    done = ck.read_done(paths["done"])
-    if done is not None:
-        ck.check_same_config(paths["done"], done["config"], config_dict)
-        if paths["ckpt"].exists():
-            _load_model(model, ck.load_checkpoint(paths["ckpt"])["model"], paths["ckpt"])
-        return done["result"]
 
-    optimizer = build_optimizer(model, config)
-    scheduler = build_scheduler(optimizer, config)
-    metrics: list[dict[str, Any]] = []
-    best, start = (-1.0, 0), 0
+def _finished(model: nn.Module, done: dict[str, Any], paths: dict[str, Path],
+              config_dict: dict[str, Any]) -> dict[str, Any]:
+    """A finished run's recorded result, after loading its final weights."""
+    ck.check_same_config(paths["done"], done["config"], config_dict)
     if paths["ckpt"].exists():
-        state = ck.load_checkpoint(paths["ckpt"])
-        ck.check_same_config(paths["ckpt"], state["config"], config_dict)
-        _load_model(model, state["model"], paths["ckpt"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        ck.restore_rng(state["rng"][rank if len(state["rng"]) == world else 0])
-        metrics, best = list(state["metrics"]), (state["best_test_acc"], state["best_epoch"])
-        start = state["epoch"]
-        if main:  # drop any line written after the checkpoint
-            ck.write_metrics(paths["metrics"], metrics)
-    elif distributed:
-        dd.broadcast_state(model)
-    net = dd.wrap(model, device) if distributed else model
+        _load_model(model, ck.load_checkpoint(paths["ckpt"])["model"], paths["ckpt"])
+    return done["result"]
+
+
+def _resume(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+            paths: dict[str, Path], config_dict: dict[str, Any], rank: int, world: int,
+            distributed: bool) -> _History:
+    """Restore the checkpoint in ``paths["ckpt"]`` if there is one (model, optimizer,
+    scheduler, this rank's random state, the epochs' records); else, distributed, start every
+    rank from rank 0's weights."""
+    if not paths["ckpt"].exists():
+        if distributed:
+            dd.broadcast_state(model)
+        return _History()
+    state = ck.load_checkpoint(paths["ckpt"])
+    ck.check_same_config(paths["ckpt"], state["config"], config_dict)
+    _load_model(model, state["model"], paths["ckpt"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    ck.restore_rng(state["rng"][rank if len(state["rng"]) == world else 0])
+    history = _History(state["epoch"], list(state["metrics"]),
+                       (state["best_test_acc"], state["best_epoch"]))
+    if rank == 0:  # drop any line written after the checkpoint
+        ck.write_metrics(paths["metrics"], history.metrics)
+    return history
+
+
+def _check_has_batches(train_loader: Batches, config: TrainConfig) -> None:
     if _batches(train_loader) == 0:
         raise ConfigError(
             f"the training set gives no full batch of {config.batch_size} on this process (the "
             "last, partial batch is dropped); lower --batch-size or use more examples "
             "(--limit-per-class)")
 
-    for epoch in range(start, config.epochs):
-        for loader in (train_loader, test_loader):
-            if hasattr(loader, "set_epoch"):
-                loader.set_epoch(epoch)
-        lr = optimizer.param_groups[0]["lr"]
-        began = time.perf_counter()
-        with tqdm(total=_batches(train_loader), desc=f"epoch {epoch + 1}/{config.epochs}",
-                  unit="batch", disable=not (progress and main), dynamic_ncols=True) as bar:
-            train_stats = train_one_epoch(net, train_loader, optimizer, config, device, bar)
-            train_s = time.perf_counter() - began
-            if distributed:
-                dd.broadcast_buffers(model)
-            test_stats = evaluate(model, test_loader, config, device)
-            loss, correct, count, t_loss, t_correct, t_count = dd.sum_over_ranks(
-                train_stats + test_stats, device, distributed)
-            if not count or not t_count:
-                raise ConfigError(f"epoch {epoch + 1} saw {int(count)} training and "
-                                  f"{int(t_count)} test examples; both sets must be non-empty")
-            record = {"epoch": epoch + 1, "loss": loss / count, "train_acc": correct / count,
-                      "test_loss": t_loss / t_count, "test_acc": t_correct / t_count, "lr": lr,
-                      "seconds": time.perf_counter() - began, "images_per_s": count / train_s}
-            bar.set_postfix(loss=f"{record['loss']:.4f}", acc=f"{record['train_acc']:.4f}",
-                            test_acc=f"{record['test_acc']:.4f}")
-        scheduler.step()
-        metrics.append(record)
-        if record["test_acc"] > best[0]:
-            best = (record["test_acc"], record["epoch"])
+
+def _checkpointer(paths: dict[str, Path], model: nn.Module, optimizer: torch.optim.Optimizer,
+                  scheduler: Any, history: _History, config_dict: dict[str, Any], main: bool,
+                  distributed: bool) -> EpochHook:
+    """The epoch hook that saves the checkpoint and ``metrics.jsonl`` (rank 0 writes; every
+    rank gives its random state)."""
+    def save(record: dict[str, Any]) -> None:
         rng = dd.gather_objects(ck.capture_rng(), distributed)
         if main:
             ck.save_checkpoint(paths["ckpt"], {
-                "epoch": epoch + 1, "model": model.state_dict(),
+                "epoch": record["epoch"], "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "rng": rng, "metrics": metrics, "config": config_dict,
-                "best_test_acc": best[0], "best_epoch": best[1]})
-            ck.write_metrics(paths["metrics"], metrics)
-        for hook in (*hooks, *([on_epoch_end] if on_epoch_end is not None else [])):
-            hook(dict(record))
+                "rng": rng, "metrics": history.metrics, "config": config_dict,
+                "best_test_acc": history.best[0], "best_epoch": history.best[1]})
+            ck.write_metrics(paths["metrics"], history.metrics)
+    return save
 
-    result = _result(metrics, best, model, run_dir)
-    if main:
-        ck.write_done(paths["done"], config_dict, result)
-    dd.barrier(distributed)
-    return result
+
+def _with_copy(hook: EpochHook) -> EpochHook:
+    """``hook`` called with a copy of the record (it cannot change the stored one)."""
+    return lambda record: hook(dict(record))
+
+
+def _epoch(net: nn.Module, model: nn.Module, train_loader: Batches, test_loader: Batches,
+           optimizer: torch.optim.Optimizer, config: TrainConfig, device: torch.device,
+           epoch: int, show: bool, distributed: bool) -> dict[str, Any]:
+    """Train one epoch (0-based ``epoch``) and test; the epoch's record, summed over ranks."""
+    for loader in (train_loader, test_loader):
+        if hasattr(loader, "set_epoch"):
+            loader.set_epoch(epoch)
+    lr = optimizer.param_groups[0]["lr"]
+    began = time.perf_counter()
+    with tqdm(total=_batches(train_loader), desc=f"epoch {epoch + 1}/{config.epochs}",
+              unit="batch", disable=not show, dynamic_ncols=True) as bar:
+        train_stats = train_one_epoch(net, train_loader, optimizer, config, device, bar)
+        train_s = time.perf_counter() - began
+        if distributed:
+            dd.broadcast_buffers(model)
+        test_stats = evaluate(model, test_loader, config, device)
+        loss, correct, count, t_loss, t_correct, t_count = dd.sum_over_ranks(
+            train_stats + test_stats, device, distributed)
+        if not count or not t_count:
+            raise ConfigError(f"epoch {epoch + 1} saw {int(count)} training and "
+                              f"{int(t_count)} test examples; both sets must be non-empty")
+        record = {"epoch": epoch + 1, "loss": loss / count, "train_acc": correct / count,
+                  "test_loss": t_loss / t_count, "test_acc": t_correct / t_count, "lr": lr,
+                  "seconds": time.perf_counter() - began, "images_per_s": count / train_s}
+        bar.set_postfix(loss=f"{record['loss']:.4f}", acc=f"{record['train_acc']:.4f}",
+                        test_acc=f"{record['test_acc']:.4f}")
+    return record
