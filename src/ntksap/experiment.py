@@ -3,18 +3,15 @@ evaluate, and leave a complete, resumable record in a run directory derived from
 
 Run directory ``OUT/<preset>/<method>-sp<sparsity>-seed<seed>-<digest>``; the digest covers
 every field of the resolved :class:`RunConfig`, so a finished run is found and reported, not
-redone, and any changed setting gets its own directory. It holds ``config.json`` (config, seed,
-package versions, git commit), ``init.pt`` (theta_0), ``masks.pt``, ``densities.json``,
-``metrics.jsonl``, ``checkpoint.pt``, ``done.json``, ``summary.json`` and ``.lock`` (locked by
-the process working in it). Nothing is created before the whole run is checked.
+redone, and any changed setting gets its own directory. Its files (config, theta_0, masks,
+metrics, checkpoint, summary, lock) are those of :mod:`ntksap.rundir`. Nothing is created
+before the whole run is checked.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
-import json
 import os
 import platform
 import socket
@@ -29,7 +26,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from .atomic import atomic_torch_save, is_disk_full, write_text_atomic
+from . import rundir
+from .atomic import is_disk_full
 from .effective import effective_sparsity, layer_report
 from .engine import TRANSFORMS, check_sparsity, make_method, prune, reinitialize
 from .errors import (
@@ -56,8 +54,6 @@ except ImportError:  # pragma: no cover - Windows: runs are not locked
     fcntl = None  # type: ignore[assignment]
 
 DENSE = "dense"
-SUMMARY = "summary.json"
-LOCK = ".lock"
 # every dataset name ntksap.data knows (kept here: the data stack is imported only to load)
 DATASET_NAMES = ("cifar10", "cifar100", "tinyimagenet", "imagenet", "mnist", "folder",
                  "synthetic")
@@ -176,8 +172,8 @@ def _method_defaults(p: Preset, method: str, given: Mapping[str, Any]
     for name, value in options.items():
         if not isinstance(value, str | int | float | bool | type(None)):
             raise ConfigError(f"method {method!r}: option {name} of a run must be a number, a "
-                              f"string, true/false or none (it is recorded in config.json); got "
-                              f"{type(value).__name__}")
+                              f"string, true/false or none (it is recorded in "
+                              f"{rundir.CONFIG}); got {type(value).__name__}")
     return preset_rounds or cls.default_rounds, {**preset_options, **options}
 
 
@@ -277,10 +273,10 @@ def normalize_record(data: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def run_dir(config: RunConfig, out_dir: str | Path) -> Path:
-    digest = hashlib.sha256(json.dumps(identity(config), sort_keys=True)
-                            .encode()).hexdigest()[:10]
-    return (Path(out_dir) / config.preset
-            / f"{config.method}-sp{config.sparsity:g}-seed{config.seed}-{digest}")
+    """The run's directory: ``OUT/<preset>/<method>-sp<sparsity>-seed<seed>-<digest>``, the
+    digest of :func:`identity`."""
+    return rundir.run_path(out_dir, config.preset, config.method, config.sparsity, config.seed,
+                           identity(config))
 
 
 def provenance() -> dict[str, Any]:
@@ -358,8 +354,8 @@ def _prune_and_train(config: RunConfig, directory: Path, bundle: Any, model: tor
     if rank == 0:
         _write_config(directory, config, device, world, logging)
     initial = {k: v.clone() for k, v in model.state_dict().items()}
-    if rank == 0 and not (directory / "init.pt").exists():
-        atomic_torch_save(initial, directory / "init.pt")
+    if rank == 0:
+        rundir.save_init(directory, initial)
     masks = _masks(config, model, bundle, directory, device, progress, rank, distributed)
     if config.transform != "reinit":
         model.load_state_dict(initial)  # train from theta_0, whatever the scoring did
@@ -383,7 +379,7 @@ def _prune_and_train(config: RunConfig, directory: Path, bundle: Any, model: tor
         "seconds": time.perf_counter() - start,
     }
     if rank == 0:
-        write_text_atomic(directory / SUMMARY, json.dumps(summary, indent=2) + "\n")
+        rundir.write_summary(directory, summary)
     return summary
 
 
@@ -399,19 +395,10 @@ def _val_accuracy(model: torch.nn.Module, bundle: Any, config: RunConfig,
 def finished_summary(directory: Path) -> dict[str, Any] | None:
     """The recorded summary of a finished run (``already_done`` set), else None. An
     unreadable ``summary.json`` is a :class:`CheckpointError` naming it and the fix."""
-    path = directory / SUMMARY
-    if read_done(directory / "done.json") is None or not path.exists():
+    if read_done(rundir.done_path(directory)) is None:
         return None
-    try:
-        summary = json.loads(path.read_text())
-        if not isinstance(summary, dict):
-            raise ValueError(f"a JSON {type(summary).__name__}, not an object")
-    except (ValueError, UnicodeDecodeError) as err:
-        raise CheckpointError(
-            f"cannot read the run's summary {path} ({err}); delete it (`rm {path}`) and run "
-            "the same command again: the run is finished (done.json), so its summary is "
-            "rewritten without training") from err
-    return {**summary, "already_done": True}
+    summary = rundir.read_summary(directory)
+    return None if summary is None else {**summary, "already_done": True}
 
 
 def check_device(name: str | torch.device) -> torch.device:
@@ -457,7 +444,7 @@ def run_lock(directory: Path) -> Iterator[None]:
     if fcntl is None:  # pragma: no cover - Windows
         yield
         return
-    path = directory / LOCK
+    path = rundir.lock_path(directory)
     with open(path, "a+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -561,13 +548,13 @@ def loaders(config: RunConfig, bundle: Any, device: torch.device, rank: int = 0,
 
 def _write_config(directory: Path, config: RunConfig, device: torch.device, world: int,
                   logging: LoggingConfig | None = None) -> None:
-    path = directory / "config.json"
+    path = rundir.config_path(directory)
     record = {"config": dataclasses.asdict(config), "seed": config.seed, **provenance(),
               "device": str(device), "world_size": world,
               "logging": dataclasses.asdict(logging or LoggingConfig())}
     if path.exists():
         try:
-            stored = json.loads(path.read_text())
+            stored = rundir.read_config(directory)
             recorded = config_from_dict(stored.get("config") or {})
         except (ValueError, UnicodeDecodeError, AttributeError, TypeError) as err:
             raise CheckpointError(
@@ -576,8 +563,7 @@ def _write_config(directory: Path, config: RunConfig, device: torch.device, worl
         if run_dir(recorded, "") != run_dir(config, ""):
             raise ConfigError(f"{path} records another config; move the directory away")
         return
-    directory.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, json.dumps(record, indent=2, default=str) + "\n")
+    rundir.write_config(directory, record)
 
 
 def _masks(config: RunConfig, model: torch.nn.Module, bundle: Any, directory: Path,
@@ -586,11 +572,10 @@ def _masks(config: RunConfig, model: torch.nn.Module, bundle: Any, directory: Pa
     """The run's masks: read from ``masks.pt``, or computed once (on rank 0) and saved."""
     if config.method == DENSE:
         return None
-    path = directory / "masks.pt"
     masks = None
     if rank == 0:
-        if path.exists():
-            masks = Masks.load(path, model)
+        if rundir.existing_masks(directory) is not None:
+            masks = rundir.load_masks(directory, model)
             if config.transform == "reinit":
                 reinitialize(model, config.seed)
         else:
@@ -601,9 +586,7 @@ def _masks(config: RunConfig, model: torch.nn.Module, bundle: Any, directory: Pa
                           input_shape=bundle.input_shape, data=data, seed=config.seed,
                           device=device, progress=progress, **method_options(config))
             masks.meta.update(model=config.model, num_classes=config.num_classes)
-            masks.save(path)
-            write_text_atomic(directory / "densities.json", json.dumps(
-                layer_report(model, masks, bundle.input_shape), indent=2) + "\n")
+            rundir.save_masks(directory, masks, layer_report(model, masks, bundle.input_shape))
     if distributed:  # computed once, the same mask on every rank
         box = [masks]
         dist.broadcast_object_list(box, src=0)

@@ -37,7 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help=f"model name: {', '.join(sorted(MODELS))} (not with --runs)")
     p.add_argument("--runs", nargs="+", default=None, metavar="DIR",
                    help="run directories, or folders of them: write each run's "
-                        "ntk_spectrum.json (theta_0, dense and masked) for ntksap report")
+                        f"{SPECTRUM_FILE} (theta_0, dense and masked) for ntksap report")
     p.add_argument("--force", action="store_true",
                    help="with --runs: measure again runs that already hold a spectrum")
     p.add_argument("--num-classes", type=int, default=10, help="the model's logits k")

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from .. import rundir
 from ..effective import UntraceableModelError
 from ..engine import SCHEDULES, TRANSFORMS, check_sparsity, make_method, prune
 from ..errors import ConfigError
@@ -151,7 +152,7 @@ def _check_writable(out: Path) -> None:
     """``out`` must be a file path whose folder exists or can be made, and is writable."""
     if out.is_dir():
         raise ConfigError(f"--out {out} is a folder; give the mask file's path, e.g. "
-                          f"--out {out / 'masks.pt'}")
+                          f"--out {out / rundir.MASKS}")
     folder = out.absolute().parent
     while not folder.exists():
         folder = folder.parent

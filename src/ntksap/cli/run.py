@@ -13,6 +13,7 @@ import os
 import torch
 import torch.distributed as dist
 
+from .. import rundir
 from ..engine import TRANSFORMS
 from ..errors import ConfigError
 from ..experiment import DENSE, check_device, resolve, run_experiment
@@ -73,7 +74,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_dataclass_args(p.add_argument_group("training (default: the preset's)"), TrainConfig,
                        suppress=True)
     add_dataclass_args(p.add_argument_group(
-        "logging (recorded in config.json, not part of the run directory's name)"),
+        f"logging (recorded in {rundir.CONFIG}, not part of the run directory's name)"),
         LoggingConfig)
 
 

@@ -17,7 +17,6 @@ skipped unless ``force``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,14 +24,14 @@ from typing import Any
 
 import torch
 
-from ..atomic import write_text_atomic
+from .. import rundir
 from ..errors import ConfigError
 from ..masks import Masks
 from ..models import build_model, model_spec
 from .compare import DENSE_NETWORK, compare_spectra, finite
 from .memory import DEFAULT_BUDGET
 
-SPECTRUM_FILE = "ntk_spectrum.json"
+SPECTRUM_FILE = rundir.SPECTRUM
 
 
 @dataclass(frozen=True)
@@ -57,27 +56,28 @@ def find_runs(paths: Iterable[str | Path]) -> list[Path]:
         if not path.exists():
             raise FileNotFoundError(f"{str(path)!r} does not exist: give run directories "
                                     "(ntksap run / sweep --out-dir) or a folder of them")
-        if (path / "config.json").exists() or _imp_round(path):
+        if rundir.has_config(path) or _imp_round(path):
             candidates, named = [path], True
         else:
-            candidates, named = sorted(p.parent for p in path.rglob("config.json")), False
+            candidates, named = rundir.config_dirs(path), False
         for directory in candidates:
             for target in _expand(directory, named):
                 if target not in found:
                     found.append(target)
     if not found:
-        raise ConfigError(f"no run directories that have pruned (config.json naming a model, "
-                          f"and masks.pt unless dense) under {', '.join(map(str, paths))}")
+        raise ConfigError(f"no run directories that have pruned ({rundir.CONFIG} naming a "
+                          f"model, and {rundir.MASKS} unless dense) under "
+                          f"{', '.join(map(str, paths))}")
     return found
 
 
 def _expand(directory: Path, named: bool) -> list[Path]:
-    record = _record(directory)
+    record = rundir.read_record(directory)
     if record is not None and record.get("kind") == "imp":
-        rounds = sorted((p.parent for p in directory.glob("round*/masks.pt")),
-                        key=lambda p: int(p.name[5:]) if p.name[5:].isdigit() else 0)
+        rounds = rundir.pruned_rounds(directory)
         if not rounds and named:
-            raise ConfigError(f"IMP run {directory} has no pruned round yet (round*/masks.pt)")
+            raise ConfigError(f"IMP run {directory} has no pruned round yet "
+                              f"({rundir.ROUND}*/{rundir.MASKS})")
         return rounds
     try:
         network(directory)
@@ -88,17 +88,9 @@ def _expand(directory: Path, named: bool) -> list[Path]:
     return [directory]
 
 
-def _record(directory: Path) -> dict[str, Any] | None:
-    try:
-        record = json.loads((directory / "config.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) else None
-
-
 def _imp_round(directory: Path) -> bool:
-    record = _record(directory.parent)
-    return (directory.name.startswith("round") and record is not None
+    record = rundir.read_record(directory.parent)
+    return (rundir.is_round_dir(directory) and record is not None
             and record.get("kind") == "imp")
 
 
@@ -109,21 +101,21 @@ def network(directory: str | Path) -> RunNetwork:
     directory = Path(directory)
     imp_round = _imp_round(directory)
     home = directory.parent if imp_round else directory
-    record = _record(home)
+    record = rundir.read_record(home)
     config = (record or {}).get("config", {})
     config = config.get("run", config) if isinstance(config, dict) else {}
     if not isinstance(config, dict) or not config.get("model"):
-        raise ConfigError(f"{directory} is not a run directory: no config.json naming a model")
-    names = ("rewind.pt", "init.pt") if imp_round else ("init.pt",)
-    weights = next((home / name for name in names if (home / name).exists()), None)
-    masks = directory / "masks.pt"
-    if masks.exists():
+        raise ConfigError(f"{directory} is not a run directory: no {rundir.CONFIG} naming a "
+                          "model")
+    weights = rundir.initial_weights(home, imp=imp_round)
+    masks = rundir.existing_masks(directory)
+    if masks is not None:
         return RunNetwork(directory, config, weights, masks)
     from ..experiment import DENSE  # the unpruned run's method name (a top-level import cycles)
     if config.get("method", DENSE) == DENSE:
         return RunNetwork(directory, config, weights, None)
-    raise ConfigError(f"{directory} has no masks.pt yet (the run has not pruned): run it "
-                      "first, or leave it out")
+    raise ConfigError(f"{directory} has no {rundir.MASKS} yet (the run has not pruned): run "
+                      "it first, or leave it out")
 
 
 def run_spectrum(directory: str | Path, *, inputs: int = 100, input_seed: int = 0,
@@ -137,13 +129,9 @@ def run_spectrum(directory: str | Path, *, inputs: int = 100, input_seed: int = 
         raise ConfigError(f"the number of inputs (--inputs) must be >= 1; got {inputs!r}")
     target = network(directory)
     directory, config = target.directory, target.config
-    path = directory / SPECTRUM_FILE
     settings = {"inputs": inputs, "input_seed": input_seed, "params": params}
-    if path.exists() and not force:
-        try:
-            old = json.loads(path.read_text())
-        except ValueError:
-            old = {}
+    if rundir.spectrum_path(directory).exists() and not force:
+        old = rundir.read_spectrum(directory)
         if all(old.get(k) == v for k, v in settings.items()):
             return {**old, "skipped": True}
     model = build_model(config["model"], int(config["num_classes"]),
@@ -169,5 +157,5 @@ def run_spectrum(directory: str | Path, *, inputs: int = 100, input_seed: int = 
               "sparsity": masks["pruned"].sparsity if masks else 0.0,
               "summary": finite(rows["pruned" if masks else DENSE_NETWORK]),
               "dense_summary": finite(rows[DENSE_NETWORK])}
-    write_text_atomic(path, json.dumps(record) + "\n")
+    rundir.write_spectrum(directory, record)
     return record

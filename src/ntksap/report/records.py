@@ -18,9 +18,10 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from .. import rundir
 from ..errors import ConfigError
 from ..experiment import normalize_record
-from ..ntk.runs import SPECTRUM_FILE
+from ..rundir import read_json
 from ..train import get_preset
 
 VARIANT_FIELDS = ("transform", "rounds", "scope", "rewind_epoch")  # and every method option
@@ -71,8 +72,7 @@ class Point:
 
     @property
     def masks_path(self) -> Path | None:
-        path = self.run_dir / "masks.pt" if self.run_dir else None
-        return path if path is not None and path.exists() else None
+        return rundir.existing_masks(self.run_dir) if self.run_dir else None
 
 
 def load_points(source: str | Path, sweep: str | None = None) -> list[Point]:
@@ -119,12 +119,11 @@ def _from_store(path: Path, sweep: str | None) -> list[Point]:
 
 def _from_folder(root: Path) -> list[Point]:
     points = []
-    for config_path in sorted(root.rglob("config.json")):
-        directory = config_path.parent
-        if directory.name.startswith("round") and (directory.parent / "config.json").exists():
+    for directory in rundir.config_dirs(root):
+        if rundir.is_round_dir(directory) and rundir.has_config(directory.parent):
             continue  # an IMP round, reported through its IMP run
         key = f"{directory.parent.name}/{directory.name}"
-        record, problem = read_json(config_path)
+        record, problem = read_json(rundir.config_path(directory))
         if problem is not None:
             points.append(Point(key, "unreadable", "", 0.0, 0, {}, run_dir=directory,
                                 error=problem))
@@ -133,7 +132,7 @@ def _from_folder(root: Path) -> list[Point]:
         data = record.get("config", {})
         config = normalize_record(data.get("run", data))
         extra = {k: v for k, v in data.items() if k != "run"} if kind == "imp" else {}
-        summary_path = directory / "summary.json"
+        summary_path = rundir.summary_path(directory)
         summary, problem = read_json(summary_path) if summary_path.exists() else ({}, None)
         status = "unreadable" if problem else "done" if summary else "unfinished"
         base = Point(key, status, config.get("method", ""), float(config.get("sparsity", 0.0)),
@@ -142,18 +141,6 @@ def _from_folder(root: Path) -> list[Point]:
                      error=problem)
         points += _expand(base, kind, summary)
     return points
-
-
-def read_json(path: Path) -> tuple[dict[str, Any], str | None]:
-    """The JSON object in ``path``, or ({}, what is wrong with the file, naming it)."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:  # ValueError: JSONDecodeError, UnicodeDecodeError
-        reason = f"{type(err).__name__}: {err}"
-        return {}, f"cannot read {path} ({reason}); rerun the run or delete the file"
-    if not isinstance(data, dict):
-        return {}, f"cannot read {path}: it holds a JSON {type(data).__name__}, not an object"
-    return data, None
 
 
 def _expand(base: Point, kind: str, summary: dict[str, Any]) -> list[Point]:
@@ -179,10 +166,10 @@ def _attach(point: Point) -> Point:
     directory = point.run_dir
     if directory is None or not directory.exists():
         return point
-    densities = directory / "densities.json"
+    densities = rundir.densities_path(directory)
     if densities.exists():
         point.densities = _read_any(densities, list, point)
-    spectrum = directory / SPECTRUM_FILE
+    spectrum = rundir.spectrum_path(directory)
     if spectrum.exists():
         data = _read_any(spectrum, list | dict, point)
         point.spectrum = {"eigenvalues": data} if isinstance(data, list) else data

@@ -14,7 +14,6 @@ aimed at c = 2T lands on the grid point c = 2t: one IMP run gives the whole curv
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import shutil
@@ -24,7 +23,8 @@ from typing import Any
 
 import torch
 
-from ..atomic import atomic_torch_save, write_text_atomic
+from .. import rundir
+from ..atomic import atomic_torch_save
 from ..engine import prune
 from ..errors import ConfigError
 from ..experiment import (
@@ -36,7 +36,7 @@ from ..experiment import (
     provenance,
     resolve,
 )
-from ..masks import Masks, measured_sparsity
+from ..masks import measured_sparsity
 from ..models import build_model
 from ..train import train
 from ..train.checkpoint import read_done, write_done
@@ -80,9 +80,8 @@ def imp_dir(config: ImpConfig, out_dir: str | Path) -> Path:
     directories made before keep their name."""
     fields = dataclasses.asdict(config)
     fields["run"] = {**identity(config.run), "eps": 0.0}  # the layout of the first IMP runs
-    digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
     run = config.run
-    return Path(out_dir) / run.preset / f"imp-sp{run.sparsity:g}-seed{run.seed}-{digest}"
+    return rundir.run_path(out_dir, run.preset, "imp", run.sparsity, run.seed, fields)
 
 
 def round_sparsities(config: ImpConfig) -> list[float]:
@@ -101,33 +100,31 @@ def run_imp(config: ImpConfig, *, out_dir: str | Path = "runs",
     start = time.perf_counter()
     run, device = config.run, torch.device(device)
     directory = imp_dir(config, out_dir)
-    summary_path = directory / "summary.json"
-    if read_done(directory / "done.json") is not None and summary_path.exists():
-        return {**json.loads(summary_path.read_text()), "already_done": True}
+    if read_done(rundir.done_path(directory)) is not None:
+        finished = rundir.read_summary(directory)
+        if finished is not None:
+            return {**finished, "already_done": True}
     _write_config(directory, config, device)
 
     bundle = open_data(run, data_dir, download, progress)
     batches = loaders(run, bundle, device)
     model = build_model(run.model, run.num_classes, seed=run.seed)
     theta0 = {k: v.clone() for k, v in model.state_dict().items()}
-    if not (directory / "init.pt").exists():
-        atomic_torch_save(theta0, directory / "init.pt")
+    rundir.save_init(directory, theta0)
 
     result = _dense_round(config, model, batches, directory, device, progress)
-    rewind = (theta0 if config.rewind_epoch == 0 else
-              torch.load(directory / "rewind.pt", map_location="cpu", weights_only=True))
+    rewind = theta0 if config.rewind_epoch == 0 else rundir.load_rewind(directory)
     rounds = [{"round": 0, "sparsity": 0.0, **_brief(result)}]
     masks = None
     for t, sparsity in enumerate(round_sparsities(config), 1):
-        folder = directory / f"round{t}"
-        if (folder / "masks.pt").exists():
-            masks = Masks.load(folder / "masks.pt")
+        folder = rundir.round_dir(directory, t)
+        if rundir.existing_masks(folder) is not None:
+            masks = rundir.load_masks(folder)
         else:  # the smallest trained magnitudes go, globally, from the current masks on
             masks = prune(model, "magnitude", sparsity, rounds=1, scope=run.scope,
                           input_shape=bundle.input_shape, seed=run.seed, device=device)
             masks.meta.update(model=run.model, num_classes=run.num_classes, imp_round=t)
-            masks.save(folder / "masks.pt")
-            write_text_atomic(folder / "densities.json", json.dumps(masks.layers(), indent=2))
+            rundir.save_masks(folder, masks, masks.layers())
         model = build_model(run.model, run.num_classes, seed=run.seed)
         model.load_state_dict(rewind)
         result = train(model, *batches, run.train, folder, device=device, masks=masks,
@@ -136,8 +133,7 @@ def run_imp(config: ImpConfig, *, out_dir: str | Path = "runs",
                        "total": masks.total, "run_dir": str(folder), **_brief(result)})
 
     assert masks is not None
-    masks.save(directory / "masks.pt")
-    write_text_atomic(directory / "densities.json", json.dumps(masks.layers(), indent=2) + "\n")
+    rundir.save_masks(directory, masks, masks.layers())
     last = rounds[-1]
     summary = {
         "run_dir": str(directory), "preset": run.preset, "method": "imp", "seed": run.seed,
@@ -148,8 +144,8 @@ def run_imp(config: ImpConfig, *, out_dir: str | Path = "runs",
         "rewind_epoch": config.rewind_epoch, "rounds": rounds,
         "seconds": time.perf_counter() - start,
     }
-    write_text_atomic(summary_path, json.dumps(summary, indent=2) + "\n")
-    write_done(directory / "done.json", json.loads(json.dumps(dataclasses.asdict(config))),
+    rundir.write_summary(directory, summary)
+    write_done(rundir.done_path(directory), json.loads(json.dumps(dataclasses.asdict(config))),
                summary)
     return summary
 
@@ -163,7 +159,8 @@ def _dense_round(config: ImpConfig, model: torch.nn.Module, loaders: tuple[Any, 
     """Train the dense network (round 0), saving its weights after ``rewind_epoch`` epochs
     to ``rewind.pt``. If a kill fell between the epoch's checkpoint and that file, round 0
     is trained again from the start (the weights at that epoch are gone otherwise)."""
-    folder, rewind_path, k = directory / "round0", directory / "rewind.pt", config.rewind_epoch
+    folder, rewind_path = rundir.round_dir(directory, 0), rundir.rewind_path(directory)
+    k = config.rewind_epoch
 
     def snapshot(record: dict[str, Any]) -> None:
         if k and record["epoch"] == k:
@@ -180,17 +177,16 @@ def _dense_round(config: ImpConfig, model: torch.nn.Module, loaders: tuple[Any, 
 
 
 def _write_config(directory: Path, config: ImpConfig, device: torch.device) -> None:
-    path = directory / "config.json"
+    path = rundir.config_path(directory)
     record = {"kind": "imp", "config": dataclasses.asdict(config), "seed": config.run.seed,
               **provenance(), "device": str(device)}
     if path.exists():
-        stored = dict(json.loads(path.read_text()).get("config") or {})
+        stored = dict(rundir.read_config(directory).get("config") or {})
         recorded = ImpConfig(config_from_dict(stored.pop("run", {})), **stored)
         if imp_dir(recorded, "") != imp_dir(config, ""):
             raise ConfigError(f"{path} records another config; move the directory away")
         return
-    directory.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, json.dumps(record, indent=2, default=str) + "\n")
+    rundir.write_config(directory, record)
 
 
 __all__ = ["ImpConfig", "imp_config", "imp_dir", "round_sparsities", "run_imp"]

@@ -16,10 +16,8 @@ import torch
 
 from ..atomic import atomic_torch_save, write_text_atomic
 from ..errors import CheckpointError
+from ..rundir import CHECKPOINT, DONE, METRICS  # noqa: F401  (the run files written here)
 
-CHECKPOINT = "checkpoint.pt"
-METRICS = "metrics.jsonl"
-DONE = "done.json"
 FORMAT = "ntksap-train-checkpoint/1"
 _REQUIRED = ("format", "epoch", "model", "optimizer", "scheduler", "rng", "metrics", "config",
              "best_test_acc", "best_epoch")

@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..rundir import TENSORBOARD
 from .config import LoggingConfig
 
 EpochHook = Callable[[dict[str, Any]], None]
-TENSORBOARD_DIR = "tensorboard"
+TENSORBOARD_DIR = TENSORBOARD
 WANDB_HOST = "api.wandb.ai"
 
 
