@@ -8,6 +8,7 @@ import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import rundir
 from ..errors import ConfigError
 from .collapse import analyse, collapsed, path_check
 from .overlap import check_sparsity as check_overlap_sparsity
@@ -124,7 +125,7 @@ def build_report(source: str | Path, out_dir: str | Path, *, sweep: str | None =
 
 def _no_runs(source: Path, sweep: str | None) -> str:
     if source.is_dir():
-        return (f"no run directories (folders with a config.json) under {str(source)!r}; give "
+        return (f"no run directories (folders with a {rundir.CONFIG}) under {str(source)!r}; give "
                 "the folder ntksap run or ntksap sweep wrote to (--out-dir), or a sweep's .db")
     return (f"the results store {str(source)!r} has no runs"
             + (f" in sweep {sweep!r}" if sweep else "") + "; run ntksap sweep first")
