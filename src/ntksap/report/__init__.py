@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .. import rundir
 from ..errors import ConfigError
+from ..runners import is_baseline
 from .collapse import analyse, collapsed, path_check
 from .overlap import check_sparsity as check_overlap_sparsity
 from .overlap import overlap_figure
@@ -87,7 +88,7 @@ def build_report(source: str | Path, out_dir: str | Path, *, sweep: str | None =
             plots.accuracy_plot(setting, rows, mine, sparsity_axis), f"{slug}-accuracy.png"))
         by_variant: dict[str, list[Point]] = {}
         for p in mine:
-            if p.method != "dense" and p.densities:
+            if not is_baseline(p.method) and p.densities:
                 by_variant.setdefault(labels[p.key], []).append(p)
         names = list(by_variant)
         for part, start in enumerate(range(0, len(names), DENSITY_PANELS)):

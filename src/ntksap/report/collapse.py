@@ -20,6 +20,7 @@ from torch.func import functional_call
 
 from ..masks import Masks, prunable_layers
 from ..models import build_model, model_spec
+from ..runners import is_baseline
 from .records import Point
 
 
@@ -80,7 +81,7 @@ def _neutralize(net: nn.Module) -> None:
 def analyse(point: Point) -> dict[str, Any] | None:
     """The collapse record of a point: collapsed layers, and (where its masks and model can
     be loaded) whether it is disconnected and its effective density. None for dense runs."""
-    if point.method == "dense" or (point.densities is None and point.masks_path is None):
+    if is_baseline(point.method) or (point.densities is None and point.masks_path is None):
         return None
     record: dict[str, Any] = {"layers": collapsed_layers(point.densities or []),
                               "disconnected": None, "effective_density": None}

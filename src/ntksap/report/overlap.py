@@ -19,6 +19,7 @@ from ..analysis import compare_masks, overlap_heatmap
 from ..errors import ConfigError, MaskMismatchError
 from ..masks import Masks
 from ..ntk.plots import new_figure
+from ..runners import is_baseline
 from .records import Point
 
 TOLERANCE = 1e-3  # a fraction: 0.1 percentage point
@@ -46,7 +47,7 @@ def overlap_figure(points: list[Point], labels: dict[str, str],
                    sparsity: float | None = None) -> Overlap | None:
     """The heatmap of ``points`` (one setting's finished runs; ``labels`` their variant
     labels by key), or None when fewer than two variants have masks at that sparsity."""
-    with_masks = [p for p in points if p.method != "dense" and p.masks_path is not None]
+    with_masks = [p for p in points if not is_baseline(p.method) and p.masks_path is not None]
     chosen = _sparsity(with_masks, labels, sparsity)
     if chosen is None:
         return None

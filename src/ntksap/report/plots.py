@@ -13,6 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from ..runners import is_baseline, label  # noqa: E402
 from .paper import references  # noqa: E402
 from .records import Point  # noqa: E402
 from .table import METHOD_ORDER, Row, paper_variant  # noqa: E402
@@ -81,10 +82,10 @@ def accuracy_plot(setting: str, rows: list[Row], points: list[Point],
     for variant in variants:
         line = sorted((r for r in mine if r.variant == variant), key=lambda r: r.sparsity)
         method = line[0].method
-        if method == "dense":
+        if is_baseline(method):
             mean = statistics.fmean(r.best_mean for r in line)
             ax.axhline(mean, color="black", linestyle="--", linewidth=1,
-                       label=f"dense ({mean:.2f})")
+                       label=f"{label(method)} ({mean:.2f})")
             continue
         style = _style(variant, method, seen)
         xs = [x(r) for r in line]
@@ -105,19 +106,19 @@ def accuracy_plot(setting: str, rows: list[Row], points: list[Point],
         refs = [r for r in references(preset, method) if r.rounds == rounds]
         if not refs:
             continue
-        if method == "dense":
+        if is_baseline(method):
             ax.axhline(refs[0].accuracy, color="black", linestyle=":", linewidth=1,
-                       label=f"dense (paper, {refs[0].accuracy:.2f})")
+                       label=f"{label(method)} (paper, {refs[0].accuracy:.2f})")
             continue
         ticks += [r.sparsity for r in refs]
-        name = method + (f" T={rounds}" if rounds else "")
+        name = label(method) + (f" T={rounds}" if rounds else "")
         ax.plot([r.sparsity for r in refs], [r.accuracy for r in refs], linestyle=":",
                 marker=MARKERS.get(method, "o"), markerfacecolor="none", markersize=9,
                 color=COLORS.get(method, "gray"), linewidth=1,
                 label=f"{name} (paper{', approx.' if refs[0].approx else ''})")
-    data = sorted({r.sparsity for r in mine if r.method != "dense"})
+    data = sorted({r.sparsity for r in mine if not is_baseline(r.method)})
     ticks = data + [t for t in ticks if all(abs(t - d) > 0.1 for d in data)]
-    _sparsity_axis(ax, ticks, [x(r) for r in mine if r.method != "dense"],
+    _sparsity_axis(ax, ticks, [x(r) for r in mine if not is_baseline(r.method)],
                    "effective sparsity" if axis == "effective" else "sparsity")
     ax.set_ylabel("test accuracy % (best epoch)")
     ax.set_title(setting, fontsize=10)
@@ -181,7 +182,7 @@ def spectrum_plot(setting: str, by_variant: dict[str, list[Point]]) -> bytes:
                              squeeze=False, layout="constrained")
     dense = next((p.spectrum.get("dense_eigenvalues") for p in pts
                   if p.spectrum.get("dense_eigenvalues")), None)
-    dense = dense or next((p.spectrum["eigenvalues"] for p in pts if p.method == "dense"), None)
+    dense = dense or next((p.spectrum["eigenvalues"] for p in pts if is_baseline(p.method)), None)
     for ax, s in zip(axes.flat, sparsities, strict=True):
         if dense is not None and s > 0:
             ax.plot(sorted(dense, reverse=True), color="black", linestyle="--", label="dense")

@@ -22,6 +22,7 @@ from .. import rundir
 from ..errors import ConfigError
 from ..experiment import normalize_record
 from ..rundir import read_json
+from ..runners import Runner, label, runner_for_job
 from ..train import get_preset
 
 VARIANT_FIELDS = ("transform", "rounds", "scope", "rewind_epoch")  # and every method option
@@ -103,9 +104,8 @@ def _from_store(path: Path, sweep: str | None) -> list[Point]:
                           ".db file a sweep wrote, or a folder of run directories") from err
     points = []
     for row in rows:
-        config = normalize_record(row["config"].get("run", row["config"]))
-        extra = {k: v for k, v in row["config"].items() if k != "run"} if row["kind"] == "imp" \
-            else {}
+        runner = runner_for_job(row["kind"], row["config"])
+        config, extra = _settings(row["config"])
         summary = row["summary"] or {}
         run_dir = Path(row["run_dir"]) if row["run_dir"] else None
         base = Point(row["key"], row["status"], config.get("method", ""),
@@ -113,8 +113,16 @@ def _from_store(path: Path, sweep: str | None) -> list[Point]:
                      {**config, **extra}, summary.get("final_test_acc"),
                      summary.get("best_test_acc"), run_dir, row["error"],
                      labels=row["labels"])
-        points += _expand(base, row["kind"], summary)
+        points += _expand(base, runner, summary)
     return points
+
+
+def _settings(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A recorded config's run fields (normalized) and the fields its kind of run adds
+    around them (IMP's ``rewind_epoch``)."""
+    run = data.get("run", data)
+    return normalize_record(run), {k: v for k, v in data.items() if k != "run"} \
+        if run is not data else {}
 
 
 def _from_folder(root: Path) -> list[Point]:
@@ -128,10 +136,9 @@ def _from_folder(root: Path) -> list[Point]:
             points.append(Point(key, "unreadable", "", 0.0, 0, {}, run_dir=directory,
                                 error=problem))
             continue
-        kind = record.get("kind", "run")
         data = record.get("config", {})
-        config = normalize_record(data.get("run", data))
-        extra = {k: v for k, v in data.items() if k != "run"} if kind == "imp" else {}
+        runner = runner_for_job(record.get("kind", "run"), data)
+        config, extra = _settings(data)
         summary_path = rundir.summary_path(directory)
         summary, problem = read_json(summary_path) if summary_path.exists() else ({}, None)
         status = "unreadable" if problem else "done" if summary else "unfinished"
@@ -139,17 +146,17 @@ def _from_folder(root: Path) -> list[Point]:
                      int(config.get("seed", 0)), {**config, **extra},
                      summary.get("final_test_acc"), summary.get("best_test_acc"), directory,
                      error=problem)
-        points += _expand(base, kind, summary)
+        points += _expand(base, runner, summary)
     return points
 
 
-def _expand(base: Point, kind: str, summary: dict[str, Any]) -> list[Point]:
-    """One point per trained network: an IMP run's rounds 1..T, else the run itself."""
-    if kind == "imp" and base.status == "done" and summary.get("rounds"):
+def _expand(base: Point, runner: Runner, summary: dict[str, Any]) -> list[Point]:
+    """One point per trained network: the runner's pruned rounds (IMP's 1..T), else the run
+    itself."""
+    rounds = runner.pruned_rounds(summary) if base.status == "done" else []
+    if rounds:
         out = []
-        for r in summary["rounds"]:
-            if r["round"] == 0:
-                continue
+        for r in rounds:
             folder = Path(r["run_dir"]) if r.get("run_dir") else None
             point = dataclasses.replace(
                 base, key=f"{base.key}#round{r['round']}", sparsity=float(r["sparsity"]),
@@ -253,7 +260,7 @@ def varying_options(points: list[Point]) -> list[str]:
 
 
 def variant_label(point: Point, varying: list[str]) -> str:
-    parts = [point.method]
+    parts = [label(point.method)]
     if point.field("transform"):
         parts.append(f"[{point.field('transform')}]")
     for f in varying:

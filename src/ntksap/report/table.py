@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..methods import METHODS
+from ..runners import is_baseline
 from .collapse import collapsed
 from .paper import PAPER_SETTINGS, PaperSetting, Reference, reference
 from .records import (
@@ -89,7 +90,7 @@ def effective_sparsity(point: Point) -> float | None:
     its run's record, else 100 - the report's path check's effective density, else None."""
     if point.effective_sparsity is not None:
         return 100 * point.effective_sparsity
-    if point.method == "dense":
+    if is_baseline(point.method):
         return 0.0
     density = (point.collapse or {}).get("effective_density")
     return None if density is None else 100 * (1 - density)

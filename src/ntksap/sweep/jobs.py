@@ -11,12 +11,11 @@ from typing import Any
 import torch
 
 from ..atomic import is_disk_full
-from ..errors import ConfigError, DiskFullError, NtksapError
-from ..experiment import RunConfig, config_from_dict, identity, run_dir, run_experiment
-from .imp import ImpConfig, imp_dir, run_imp
+from ..errors import DiskFullError, NtksapError
+from ..experiment import RunConfig, config_from_dict
+from ..runners import runner_for, runner_for_job
+from .imp import ImpConfig
 from .store import Job
-
-KINDS = ("run", "imp")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,40 +35,30 @@ def run_config_from_dict(data: dict[str, Any]) -> RunConfig:
     return config_from_dict(data)
 
 
-def imp_config_from_dict(data: dict[str, Any]) -> ImpConfig:
-    data = dict(data)
-    return ImpConfig(run=run_config_from_dict(data.pop("run")), **data)
-
-
 def make_job(config: RunConfig | ImpConfig, labels: dict[str, Any] | None = None) -> Job:
-    """The store row for ``config``: its key is its run directory below the output folder."""
-    if isinstance(config, ImpConfig):
-        return Job(imp_dir(config, "").as_posix(), "imp", dataclasses.asdict(config),
-                   dict(labels or {}))
-    return Job(run_dir(config, "").as_posix(), "run", identity(config), dict(labels or {}))
+    """The store row for ``config``: its key is its run directory below the output folder
+    (its runner's plan), its kind the runner's job kind."""
+    runner = runner_for(config)
+    return Job(runner.plan(config, "").as_posix(), runner.job_kind, runner.job_config(config),
+               dict(labels or {}))
 
 
 def config_of(job: Job) -> RunConfig | ImpConfig:
-    if job.kind == "imp":
-        return imp_config_from_dict(job.config)
-    if job.kind == "run":
-        return run_config_from_dict(job.config)
-    raise ConfigError(f"unknown job kind {job.kind!r}; known: {', '.join(KINDS)}")
+    """The config a store row records, read by the runner of its kind."""
+    return runner_for_job(job.kind, job.config).from_dict(job.config)
 
 
 def execute(job: Job, options: ExecOptions) -> dict[str, Any]:
     """Run ``job`` to its end in this process (resuming it if it was interrupted) and return
     its summary; a finished run returns its recorded summary at once."""
-    config = config_of(job)
+    runner = runner_for_job(job.kind, job.config)
+    config = runner.from_dict(job.config)
     device = options.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     kwargs = dict(out_dir=options.out_dir, data_dir=options.data_dir,
                   download=options.download, device=device, progress=options.progress)
-    if isinstance(config, ImpConfig):
-        summary = run_imp(config, **kwargs)
-    else:
-        summary = run_experiment(config, **kwargs)
+    summary = runner.run(config, **kwargs)
     summary["run_dir"] = str(Path(summary["run_dir"]).resolve())
     return summary
 

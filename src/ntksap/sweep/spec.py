@@ -41,14 +41,13 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, NtksapError
-from ..experiment import RunConfig, resolve
+from ..experiment import RunConfig
+from ..runners import runner_for_method
 from ..train import TrainConfig
-from .imp import imp_config
 from .jobs import make_job
 from .store import Job
 
 GRID_BASE = 0.8  # the paper's density grid: d = 0.8^c
-UNMASKED = ("dense", "imp")  # methods the sanity-check shortcut leaves alone
 SWEEP_KEYS = ("name", "description", "preset", "out_dir", "db", "data_dir", "download",
               "backend", "workers", "device", "max_attempts", "fixed", "grid", "sanity",
               "groups")
@@ -223,7 +222,8 @@ def _points(spec: dict[str, Any], group: dict[str, Any]
     for combo in itertools.product(*grid.values()):
         axes = dict(zip(grid, combo, strict=True))
         point = {**fixed, **axes}
-        if shortcut and point.get("method") in UNMASKED:  # nothing to shuffle or invert
+        if shortcut and "method" in point and not runner_for_method(
+                str(point["method"])).sanity_checks:  # nothing to shuffle or invert
             if axes["transform"]:
                 continue  # the same run as the point without a sanity check
         yield point, axes
@@ -280,11 +280,8 @@ def _config(point: dict[str, Any]) -> Any:
     kwargs.update(_shorthands(p))
     if options:
         kwargs[OPTIONS] = options
-    if method == "imp":
-        return imp_config(preset, sparsity, train_overrides=train, **kwargs)
-    if "rewind_epoch" in kwargs:
-        raise ConfigError("rewind_epoch is IMP's option; use it with method imp only")
-    return resolve(preset, method, sparsity, train_overrides=train, **kwargs)
+    return runner_for_method(method).config(preset, method, sparsity, train_overrides=train,
+                                            **kwargs)
 
 
 def _coerce(cls: type, name: str, value: Any) -> Any:

@@ -65,8 +65,8 @@ CREATE INDEX IF NOT EXISTS runs_status ON runs(status);
 @dataclasses.dataclass(frozen=True)
 class Job:
     """One run to do: ``key`` names it (its run directory relative to the output folder),
-    ``kind`` says which driver runs it ("run" or "imp"), ``config`` is its full config as JSON
-    data and ``labels`` the sweep's names for it (group, c, ...)."""
+    ``kind`` is its runner's job kind ("run" or "imp", :mod:`ntksap.runners`), ``config`` is
+    its full config as JSON data and ``labels`` the sweep's names for it (group, c, ...)."""
 
     key: str
     kind: str
