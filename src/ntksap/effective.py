@@ -232,6 +232,15 @@ def effective_sparsity(model: nn.Module, masks: Mapping[str, torch.Tensor],
     return 1.0 - sum(int(m.sum()) for m in effective.values()) / total
 
 
+def sparsity_of_report(rows: Sequence[Mapping[str, Any]]) -> float | None:
+    """The effective sparsity of a :func:`layer_report` (None where the paths were not
+    followed), without tracing the model again."""
+    if any(r["effective_density"] is None for r in rows):
+        return None
+    total = sum(r["total"] for r in rows)
+    return 1.0 - sum(r["effective_density"] * r["total"] for r in rows) / total
+
+
 def layer_report(model: nn.Module, masks: Mapping[str, torch.Tensor],
                  input_shape: Sequence[int]) -> list[dict[str, Any]]:
     """Per masked layer: name, shape, total, remaining, density and ``effective_density``

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import platform
 import socket
@@ -28,7 +29,7 @@ import torch.distributed as dist
 
 from . import rundir
 from .atomic import is_disk_full
-from .effective import effective_sparsity, layer_report
+from .effective import effective_sparsity, layer_report, sparsity_of_report
 from .engine import TRANSFORMS, check_sparsity, make_method, prune, reinitialize
 from .errors import (
     CheckpointError,
@@ -373,8 +374,7 @@ def _prune_and_train(config: RunConfig, directory: Path, bundle: Any, model: tor
         "total": masks.total if masks is not None else None,
         "final_test_acc": result["final_test_acc"], "best_test_acc": result["best_test_acc"],
         "best_epoch": result["best_epoch"], "epochs": config.train.epochs,
-        "effective_sparsity": effective_sparsity(model, masks or Masks.of(model),
-                                                 bundle.input_shape),
+        "effective_sparsity": _effective_sparsity(directory, model, masks, bundle.input_shape),
         "holdout": config.holdout, "final_val_acc": _val_accuracy(model, bundle, config, device),
         "seconds": time.perf_counter() - start,
     }
@@ -564,6 +564,18 @@ def _write_config(directory: Path, config: RunConfig, device: torch.device, worl
             raise ConfigError(f"{path} records another config; move the directory away")
         return
     rundir.write_config(directory, record)
+
+
+def _effective_sparsity(directory: Path, model: torch.nn.Module, masks: Masks | None,
+                        input_shape: tuple[int, ...]) -> float | None:
+    """From the densities report pruning wrote (no second trace); traced now for a dense run."""
+    path = rundir.densities_path(directory)
+    if masks is not None and path.is_file():
+        try:
+            return sparsity_of_report(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # an unreadable report: trace the model again
+    return effective_sparsity(model, masks or Masks.of(model), input_shape)
 
 
 def _masks(config: RunConfig, model: torch.nn.Module, bundle: Any, directory: Path,
