@@ -276,12 +276,29 @@ def test_failed_download_is_a_clear_error(tmp_path: Path,
     assert str(tmp_path / "dl") in str(info.value) and "no network" in str(info.value)
 
 
-def test_corrupt_archive_and_image_errors(folder: Path, tmp_path: Path) -> None:
-    archive = make_tar(folder, tmp_path / "data.tar.gz")
-    truncated = tmp_path / "truncated.tar.gz"
-    truncated.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
-    with pytest.raises(CorruptDataError, match=str(truncated)):
-        load_dataset("folder", truncated, cache_dir=tmp_path / "cache", progress=False)
+@pytest.mark.parametrize("suffix", [".tar.gz", ".tar", ".tar.xz"])
+def test_an_archive_cut_anywhere_is_reported_corrupt(folder: Path, tmp_path: Path,
+                                                     suffix: str) -> None:
+    """Wherever the cut falls (mid-header, mid-member, before the train/ files), never a
+    quietly shorter dataset: tarfile's stream reader alone stops silently at a cut header."""
+    archive = tmp_path / f"data{suffix}"
+    with tarfile.open(archive, "w:" + suffix.rsplit(".", 1)[-1].replace("tar", "")) as tf:
+        tf.add(folder, arcname=".")
+    data = archive.read_bytes()
+    with tarfile.open(archive) as tf:
+        tf.getmembers()
+        # a compressed stream is cut anywhere; a plain tar before its end-of-archive blocks
+        members_end = len(data) if suffix != ".tar" else tf.offset
+    for fraction in (0.1, 0.25, 0.4, 0.5, 0.6, 0.75, 0.9, 0.99):
+        truncated = tmp_path / f"cut{int(fraction * 100)}{suffix}"
+        truncated.write_bytes(data[: int(members_end * fraction)])
+        with pytest.raises(CorruptDataError, match=str(truncated)):
+            load_dataset("folder", truncated, cache_dir=tmp_path / "cache", progress=False)
+    whole = load_dataset("folder", archive, cache_dir=tmp_path / "cache", progress=False)
+    assert len(whole.train) == 12
+
+
+def test_corrupt_image_errors(folder: Path, tmp_path: Path) -> None:
     bad = folder / "train" / "ant" / "bad.png"
     bad.write_bytes(b"not an image at all")
     with pytest.raises(CorruptDataError, match="bad.png"):

@@ -6,13 +6,18 @@ and keeps small text files, a second pass yields the requested members' bytes in
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import hashlib
+import io
+import lzma
 import os
 import tarfile
 import zipfile
 import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import IO
 
 from .errors import CorruptDataError, DatasetNotFoundError
 
@@ -129,7 +134,7 @@ class ArchiveTree(FileTree):
                         found.append(info.filename)
             return found
         kept = 0
-        with tarfile.open(self.path, "r|*") as tf:
+        with _open_checked(self.path) as raw, tarfile.open(fileobj=raw, mode="r|") as tf:
             for member in tf:
                 if not member.isfile():
                     continue
@@ -142,6 +147,7 @@ class ArchiveTree(FileTree):
                     kept += member.size
                     if kept > _BLOB_LIMIT:  # too big to hold: read again when decoding
                         self._blobs = None
+            _check_complete(raw, self.path, tf.offset)
         return found
 
     def text(self, name: str) -> str:
@@ -155,6 +161,11 @@ class ArchiveTree(FileTree):
             raise self._corrupt(err) from err
 
     def first_image(self) -> tuple[str, bytes]:
+        names = self.names()  # the listing pass also checks that the archive is whole
+        if self._blobs is not None and not self._zip:
+            image = next((name for name in names if is_image(name)), None)
+            if image is not None:
+                return image, self._blobs[image]
         try:
             if self._zip:
                 with zipfile.ZipFile(self.path) as zf:
@@ -209,6 +220,35 @@ class ArchiveTree(FileTree):
                         tf.extractall(dest)
         except _ARCHIVE_ERRORS as err:
             raise self._corrupt(err) from err
+
+
+_MAGIC = ((b"\x1f\x8b", gzip.open), (b"BZh", bz2.open), (b"\xfd7zXZ\x00", lzma.open))
+
+
+def _open_checked(path: Path) -> IO[bytes]:
+    """The archive's decompressed byte stream, by the library that checks its end marker.
+
+    tarfile's own stream reader stops quietly where a truncated archive ends; gzip, bz2 and
+    lzma raise ``EOFError`` when the rest of the stream is read (see :func:`_check_complete`).
+    """
+    with open(path, "rb") as f:
+        head = f.read(6)
+    for magic, opener in _MAGIC:
+        if head.startswith(magic):
+            return opener(path, "rb")
+    return open(path, "rb")
+
+
+def _check_complete(raw: IO[bytes], path: Path, end: int) -> None:
+    """Read the stream to its end (a cut compressed stream raises there); a plain tar must have
+    its end-of-archive zero block at ``end``, where the member listing stopped."""
+    while raw.read(1 << 20):
+        pass
+    if isinstance(raw, io.BufferedReader):
+        with open(path, "rb") as f:
+            f.seek(end)
+            if f.read(tarfile.BLOCKSIZE) != bytes(tarfile.BLOCKSIZE):
+                raise tarfile.ReadError(f"no end-of-archive block at byte {end}")
 
 
 def _clean(name: str) -> str:
