@@ -352,6 +352,27 @@ def _prune_and_train(config: RunConfig, directory: Path, bundle: Any, model: tor
     """The run itself, in its (locked) directory: record, prune, train, summarize."""
     rank = dist.get_rank() if distributed else 0
     world = dist.get_world_size() if distributed else 1
+    masks = prepare_run(config, directory, bundle, model, device, progress, rank=rank,
+                        world=world, distributed=distributed, logging=logging)
+    train_loader, test_loader = batches
+    with logging_hooks(logging if rank == 0 else LoggingConfig(), directory,
+                       {**dataclasses.asdict(config), "run_dir": str(directory)}) as hooks:
+        result = train(model, train_loader, test_loader, config.train, directory,
+                       device=device, masks=masks, progress=progress, distributed=distributed,
+                       hooks=hooks)
+    summary = summarize(config, directory, model, masks, bundle, result, device, start)
+    if rank == 0:
+        rundir.write_summary(directory, summary)
+    return summary
+
+
+def prepare_run(config: RunConfig, directory: Path, bundle: Any, model: torch.nn.Module,
+                device: torch.device, progress: bool, *, rank: int = 0, world: int = 1,
+                distributed: bool = False, logging: LoggingConfig | None = None
+                ) -> Masks | None:
+    """Before training, in the run's (locked) directory: record the config and theta_0, read
+    or compute the masks (None for dense), and leave ``model`` unmasked at theta_0 (or
+    re-initialized, for the ``reinit`` sanity check)."""
     if rank == 0:
         _write_config(directory, config, device, world, logging)
     initial = {k: v.clone() for k, v in model.state_dict().items()}
@@ -360,13 +381,15 @@ def _prune_and_train(config: RunConfig, directory: Path, bundle: Any, model: tor
     masks = _masks(config, model, bundle, directory, device, progress, rank, distributed)
     if config.transform != "reinit":
         model.load_state_dict(initial)  # train from theta_0, whatever the scoring did
-    train_loader, test_loader = batches
-    with logging_hooks(logging if rank == 0 else LoggingConfig(), directory,
-                       {**dataclasses.asdict(config), "run_dir": str(directory)}) as hooks:
-        result = train(model, train_loader, test_loader, config.train, directory,
-                       device=device, masks=masks, progress=progress, distributed=distributed,
-                       hooks=hooks)
-    summary = {
+    return masks
+
+
+def summarize(config: RunConfig, directory: Path, model: torch.nn.Module, masks: Masks | None,
+              bundle: Any, result: dict[str, Any], device: torch.device, start: float
+              ) -> dict[str, Any]:
+    """The run's ``summary.json`` record from the trained (masked) ``model`` and the training
+    loop's ``result``."""
+    return {
         "run_dir": str(directory), "preset": config.preset, "method": config.method,
         "seed": config.seed, "sparsity": config.sparsity,
         "measured_sparsity": measured_sparsity(model) if masks is not None else 0.0,
@@ -378,9 +401,6 @@ def _prune_and_train(config: RunConfig, directory: Path, bundle: Any, model: tor
         "holdout": config.holdout, "final_val_acc": _val_accuracy(model, bundle, config, device),
         "seconds": time.perf_counter() - start,
     }
-    if rank == 0:
-        rundir.write_summary(directory, summary)
-    return summary
 
 
 def _val_accuracy(model: torch.nn.Module, bundle: Any, config: RunConfig,

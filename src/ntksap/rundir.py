@@ -16,6 +16,11 @@ fields that name the run. A run directory holds:
 - ``tensorboard/`` and W&B's ``wandb/`` when those logging hooks are on;
 - for IMP, one folder ``round<t>/`` per round, a training run of its own.
 
+A pack (M runs trained as one fused model, :mod:`ntksap.pack`) writes each of its runs'
+directories exactly as above, and while it trains keeps its own checkpoint in
+``OUT/packs/<preset>/<digest of its runs' directories>/checkpoint.pt`` (:func:`pack_dir`),
+removed when the pack ends.
+
 Every write is atomic (temporary file + rename).
 """
 
@@ -47,6 +52,7 @@ LOCK = ".lock"
 TENSORBOARD = "tensorboard"
 WANDB = "wandb"
 ROUND = "round"  # IMP's round folders: round0, round1, ...
+PACKS = "packs"  # OUT/packs/: the checkpoints of packs in training
 FILES = (CONFIG, INIT, REWIND, MASKS, DENSITIES, METRICS, CHECKPOINT, DONE, SUMMARY, SPECTRUM)
 
 
@@ -59,6 +65,21 @@ def run_path(out_dir: str | Path, preset: str, label: str, sparsity: float, seed
              fields: Mapping[str, Any]) -> Path:
     """``OUT/<preset>/<label>-sp<sparsity>-seed<seed>-<digest of fields>``."""
     return Path(out_dir) / preset / f"{label}-sp{sparsity:g}-seed{seed}-{digest(fields)}"
+
+
+def pack_dir(out_dir: str | Path, preset: str, members: list[Path]) -> Path:
+    """The folder of the pack that trains the runs in ``members`` (its checkpoint)."""
+    names = sorted(Path(m).as_posix() for m in members)
+    return Path(out_dir) / PACKS / preset / digest({"members": names})
+
+
+def checkpoint_path(directory: Path) -> Path:
+    """The training checkpoint of a run (or a pack) in ``directory``."""
+    return directory / CHECKPOINT
+
+
+def metrics_path(directory: Path) -> Path:
+    return directory / METRICS
 
 
 def round_dir(directory: Path, t: int) -> Path:

@@ -24,7 +24,8 @@ def take_rows(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 
 
 class TensorLoader:
-    """Iterate ``(x, y)`` batches: ``x`` float32 normalized ``(B, C, H, W)``, ``y`` int64.
+    """Iterate ``(x, y)`` batches: ``x`` normalized ``(B, C, H, W)`` in the default dtype at
+    construction (float32 unless set otherwise, e.g. float64 in exactness tests), ``y`` int64.
 
     The uint8 images move to ``device`` once; indexing, ``augment`` and normalization run
     there on whole batches. Batches depend only on ``(seed, epoch, rank)``: the shuffle is a
@@ -52,7 +53,8 @@ class TensorLoader:
         self.batch_size, self.augment, self.shuffle = batch_size, augment, shuffle
         self.seed, self.drop_last, self.channels_last = seed, drop_last, channels_last
         self.rank, self.world_size = rank, world_size
-        self.scale, self.shift = normalizer(data.mean, data.std, self.device)
+        self.dtype = torch.get_default_dtype()
+        self.scale, self.shift = normalizer(data.mean, data.std, self.device, self.dtype)
         self.epoch = 0
         shard_indices(1, shuffle=False, rank=rank, world_size=world_size)  # validate rank
 
@@ -79,7 +81,7 @@ class TensorLoader:
             x = take_rows(self.data.x, idx)
             if self.augment is not None:
                 x = self.augment(x, g)
-            x = torch.addcmul(self.shift, x.float(), self.scale)
+            x = torch.addcmul(self.shift, x.to(self.dtype), self.scale)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield x, self.data.y[idx]

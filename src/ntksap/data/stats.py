@@ -27,10 +27,10 @@ def channel_stats(x: torch.Tensor) -> Stats:
     return tuple(mean), tuple(std)
 
 
-def normalizer(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device | str
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+def normalizer(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device | str,
+               dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
     """``(scale, shift)`` with ``x * scale + shift == (x / 255 - mean) / std``, shaped
     ``(1, C, 1, 1)``, for pixels ``x`` in ``[0, 255]``."""
-    m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+    m = torch.tensor(mean, dtype=dtype).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=dtype).view(1, -1, 1, 1)
     return (1 / (255 * s)).to(device), (-m / s).to(device)

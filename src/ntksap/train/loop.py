@@ -107,7 +107,7 @@ def _sparsity(model: nn.Module) -> float | None:
         return None
 
 
-def _result(metrics: list[dict[str, Any]], best: tuple[float, int], model: nn.Module,
+def run_result(metrics: list[dict[str, Any]], best: tuple[float, int], model: nn.Module,
             run_dir: Path) -> dict[str, Any]:
     last = metrics[-1]
     return {
@@ -166,7 +166,7 @@ def train(model: nn.Module, train_loader: Batches, test_loader: Batches, config:
         for hook in epoch_hooks:
             hook(record)
 
-    result = _result(history.metrics, history.best, model, run_dir)
+    result = run_result(history.metrics, history.best, model, run_dir)
     if main:
         ck.write_done(paths["done"], config_dict, result)
     dd.barrier(distributed)
@@ -174,7 +174,7 @@ def train(model: nn.Module, train_loader: Batches, test_loader: Batches, config:
 
 
 @dataclasses.dataclass
-class _History:
+class History:
     """The epochs trained so far (their records) and the best test accuracy among them."""
 
     start: int = 0  # epochs already trained
@@ -208,21 +208,21 @@ def _finished(model: nn.Module, done: dict[str, Any], paths: dict[str, Path],
 
 def _resume(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
             paths: dict[str, Path], config_dict: dict[str, Any], rank: int, world: int,
-            distributed: bool) -> _History:
+            distributed: bool) -> History:
     """Restore the checkpoint in ``paths["ckpt"]`` if there is one (model, optimizer,
     scheduler, this rank's random state, the epochs' records); else, distributed, start every
     rank from rank 0's weights."""
     if not paths["ckpt"].exists():
         if distributed:
             dd.broadcast_state(model)
-        return _History()
+        return History()
     state = ck.load_checkpoint(paths["ckpt"])
     ck.check_same_config(paths["ckpt"], state["config"], config_dict)
     _load_model(model, state["model"], paths["ckpt"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     ck.restore_rng(state["rng"][rank if len(state["rng"]) == world else 0])
-    history = _History(state["epoch"], list(state["metrics"]),
+    history = History(state["epoch"], list(state["metrics"]),
                        (state["best_test_acc"], state["best_epoch"]))
     if rank == 0:  # drop any line written after the checkpoint
         ck.write_metrics(paths["metrics"], history.metrics)
@@ -238,7 +238,7 @@ def _check_has_batches(train_loader: Batches, config: TrainConfig) -> None:
 
 
 def _checkpointer(paths: dict[str, Path], model: nn.Module, optimizer: torch.optim.Optimizer,
-                  scheduler: Any, history: _History, config_dict: dict[str, Any], main: bool,
+                  scheduler: Any, history: History, config_dict: dict[str, Any], main: bool,
                   distributed: bool) -> EpochHook:
     """The epoch hook that saves the checkpoint and ``metrics.jsonl`` (rank 0 writes; every
     rank gives its random state)."""
