@@ -2,7 +2,9 @@
 
 ``run_sweep(expand(load_spec("configs/smoke.yaml")))`` records the grid in the store
 (``Store``, SQLite in WAL mode; finished runs are kept, not redone), then runs the pending rows
-with local worker processes or as Ray tasks. ``ntksap sweep`` is the command-line form.
+with local worker processes or as Ray tasks, one run at a time or in packs (``pack_size``:
+runs of one preset trained together, :mod:`ntksap.pack`). ``ntksap sweep`` is the
+command-line form.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 from .imp import ImpConfig, imp_config, imp_dir, run_imp
 from .jobs import ExecOptions, execute, make_job
 from .local import plan_slots, run_local
+from .packing import job_pack_key, parse_pack_size, plan_packs, resolve_pack_size
 from .ray_backend import run_ray
 from .spec import Sweep, expand, load_spec, sparsity_of_c
 from .store import Claim, Job, Store
@@ -22,9 +25,11 @@ BACKENDS = ("local", "ray")
 def run_sweep(sweep: Sweep, *, backend: str | None = None, workers: int | None = None,
               device: str | None = None, retry_failed: bool = False, progress: bool = True,
               ray_address: str | None = None, gpus_per_trial: float | None = None,
-              **kwargs: Any) -> dict[str, int]:
+              pack_size: int | str = "auto", **kwargs: Any) -> dict[str, int]:
     """Record ``sweep``'s runs in its store and run every pending one; returns the counts
-    per status. ``retry_failed`` first puts the failed runs back in the queue."""
+    per status. ``retry_failed`` first puts the failed runs back in the queue.
+    ``pack_size``: up to that many runs of one pack key trained together (a whole number,
+    or "auto": 1 on a CPU, as free GPU memory allows on a GPU; :mod:`.packing`)."""
     from ..errors import ConfigError
 
     backend = backend or sweep.backend
@@ -35,6 +40,7 @@ def run_sweep(sweep: Sweep, *, backend: str | None = None, workers: int | None =
         raise ConfigError(f"--workers must be >= 1 (or 0: run in this process); got {workers}")
     if gpus_per_trial is not None and gpus_per_trial < 0:
         raise ConfigError(f"--gpus-per-trial must be >= 0; got {gpus_per_trial}")
+    pack_size = parse_pack_size(pack_size)
     options = ExecOptions(sweep.out_dir, sweep.data_dir, sweep.download,
                           device or sweep.device)
     with Store(sweep.db) as store:
@@ -47,14 +53,15 @@ def run_sweep(sweep: Sweep, *, backend: str | None = None, workers: int | None =
     if backend == "ray":
         return run_ray(sweep.db, sweep.queue, options, address=ray_address,
                        gpus_per_trial=gpus_per_trial, progress=progress,
-                       max_attempts=max_attempts, **kwargs)
+                       max_attempts=max_attempts, pack_size=pack_size, **kwargs)
     return run_local(sweep.db, sweep.queue, options, device=options.device,
                      workers=workers, progress=progress,
-                     max_attempts=max_attempts, **kwargs)
+                     max_attempts=max_attempts, pack_size=pack_size, **kwargs)
 
 
 __all__ = [
     "BACKENDS", "Claim", "ExecOptions", "ImpConfig", "Job", "Store", "Sweep", "execute",
-    "expand", "imp_config", "imp_dir", "load_spec", "make_job", "plan_slots", "run_imp",
-    "run_local", "run_ray", "run_sweep", "sparsity_of_c",
+    "expand", "imp_config", "imp_dir", "job_pack_key", "load_spec", "make_job",
+    "parse_pack_size", "plan_packs", "plan_slots", "resolve_pack_size", "run_imp", "run_local",
+    "run_ray", "run_sweep", "sparsity_of_c",
 ]

@@ -59,8 +59,10 @@ def plan_slots(device: str = "auto", workers: int | None = None) -> list[Slot]:
 def run_local(db: str | Path, sweep: str, options: ExecOptions, *, device: str = "auto",
               workers: int | None = None, progress: bool = True, poll: float = 0.5,
               heartbeat: float = 10.0, stale_after: float = 120.0, max_attempts: int = 3,
-              log_dir: str | Path | None = None) -> dict[str, int]:
+              log_dir: str | Path | None = None, pack_size: int | str = 1) -> dict[str, int]:
     """Run every pending row of ``sweep`` with local workers; returns the final counts.
+    ``pack_size``: runs each worker trains together as one pack (a number or "auto", which
+    each worker resolves on its own device; :mod:`.packing`).
 
     ``workers=0`` runs the rows in this process instead (no isolation: for debugging).
     Rows that other live processes are running are waited for, not taken over.
@@ -71,7 +73,7 @@ def run_local(db: str | Path, sweep: str, options: ExecOptions, *, device: str =
     log_dir.mkdir(parents=True, exist_ok=True)
     store.reclaim(sweep, stale_after=stale_after, max_attempts=max_attempts)
     if workers == 0:
-        work(db, sweep, options, heartbeat=heartbeat)
+        work(db, sweep, options, heartbeat=heartbeat, pack_size=pack_size)
         counts = store.counts(sweep)
         store.close()
         return counts
@@ -113,7 +115,7 @@ def run_local(db: str | Path, sweep: str, options: ExecOptions, *, device: str =
             free = [i for i in range(len(slots)) if i not in procs]
             for index in free[:counts["pending"]]:
                 procs[index] = _start(index, slots[index], db, sweep, options, heartbeat,
-                                      log_dir)
+                                      log_dir, pack_size)
             time.sleep(poll)
         for proc in procs.values():
             proc.wait()
@@ -127,11 +129,11 @@ def run_local(db: str | Path, sweep: str, options: ExecOptions, *, device: str =
 
 
 def _start(index: int, slot: Slot, db: str | Path, sweep: str, options: ExecOptions,
-           heartbeat: float, log_dir: Path) -> subprocess.Popen:
+           heartbeat: float, log_dir: Path, pack_size: int | str = 1) -> subprocess.Popen:
     argv = [sys.executable, "-m", "ntksap.sweep", "--db", str(db), "--sweep", sweep,
             "--out-dir", str(options.out_dir), "--device", slot.device,
             "--heartbeat", str(heartbeat), "--parent", str(os.getpid()),
-            "--threads", str(slot.threads)]
+            "--threads", str(slot.threads), "--pack-size", str(pack_size)]
     if options.data_dir:
         argv += ["--data-dir", str(options.data_dir)]
     if options.download:

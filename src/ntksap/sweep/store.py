@@ -14,6 +14,8 @@ presumed dead cannot overwrite the row of its successor. A running row records i
 host, pid and heartbeat; :meth:`Store.reclaim` returns the rows of dead workers (pid gone on
 this host, or heartbeat older than ``stale_after`` anywhere) to ``pending``.
 An append-only ``events`` table records every transition (claims, finishes, reclaims).
+:meth:`Store.claim_pack` takes several rows in one transaction (a pack, trained together);
+each row is still finished, failed or released on its own.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import socket
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -220,24 +222,40 @@ class Store:
     def claim(self, sweep: str | None = None, worker: str | None = None,
               pid: int | None = None) -> Claim | None:
         """Atomically take the first pending row (of ``sweep``) and mark it running."""
+        claims = self.claim_pack(sweep, worker, 1, lambda job: None, pid)
+        return claims[0] if claims else None
+
+    def claim_pack(self, sweep: str | None, worker: str | None,
+                   size: int | Callable[[Job], int], key_of: Callable[[Job], str | None],
+                   pid: int | None = None) -> list[Claim]:
+        """Atomically take the next pack of pending rows (of ``sweep``) and mark them running:
+        the rows :func:`choose_pack` picks (``size``: at most that many rows of one pack key,
+        ``key_of``; a row whose key is None alone). Empty when no row is pending."""
         worker = worker or worker_name(pid)
         member = ("AND key IN (SELECT key FROM members WHERE sweep = ?)" if sweep else "")
         order = ("(SELECT position FROM members m WHERE m.key = runs.key AND m.sweep = ?)"
                  if sweep else "rowid")
         args = (sweep, sweep) if sweep else ()
         with self._write() as db:
-            row = db.execute(f"SELECT * FROM runs WHERE status = 'pending' {member} "
-                             f"ORDER BY {order} LIMIT 1", args).fetchone()
-            if row is None:
-                return None
-            token, now = uuid.uuid4().hex, time.time()
-            db.execute("UPDATE runs SET status = 'running', claim = ?, worker = ?, host = ?, "
-                       "pid = ?, heartbeat = ?, started = ?, attempts = attempts + 1, "
-                       "error = NULL WHERE key = ? AND status = 'pending'",
-                       (token, worker, socket.gethostname(), pid or os.getpid(), now, now,
-                        row["key"]))
-            self._event(row["key"], "claimed", worker)
-        return Claim(_job(row), token, worker, row["attempts"] + 1)
+            limit = "" if size != 1 else "LIMIT 1"  # one run: the first row, as always
+            rows = db.execute(f"SELECT * FROM runs WHERE status = 'pending' {member} "
+                              f"ORDER BY {order} {limit}", args).fetchall()
+            attempts = {row["key"]: row["attempts"] for row in rows}
+            chosen = choose_pack([_job(row) for row in rows], size, key_of)
+            now = time.time()
+            claims = []
+            for job in chosen:
+                token = uuid.uuid4().hex
+                db.execute("UPDATE runs SET status = 'running', claim = ?, worker = ?, "
+                           "host = ?, pid = ?, heartbeat = ?, started = ?, "
+                           "attempts = attempts + 1, error = NULL "
+                           "WHERE key = ? AND status = 'pending'",
+                           (token, worker, socket.gethostname(), pid or os.getpid(), now,
+                            now, job.key))
+                self._event(job.key, "claimed", worker,
+                            f"pack of {len(chosen)}" if len(chosen) > 1 else "")
+                claims.append(Claim(job, token, worker, attempts[job.key] + 1))
+        return claims
 
     def heartbeat(self, claim: Claim) -> bool:
         """Refresh the claim's heartbeat; False if the claim was lost (row reclaimed)."""
@@ -370,6 +388,23 @@ class Store:
 
     def sweeps(self) -> list[str]:
         return [r[0] for r in self._db.execute("SELECT DISTINCT sweep FROM members ORDER BY 1")]
+
+
+def choose_pack(pending: Sequence[Job], size: int | Callable[[Job], int],
+                key_of: Callable[[Job], str | None]) -> list[Job]:
+    """The next pack among ``pending`` (the pending rows in sweep order): the first row and,
+    when it has a pack key (``key_of``; None: a row that runs alone), the other rows of that
+    key, sorted by run key, at most ``size`` rows (a number, or a function of the first row).
+    The same pending rows give the same pack, so a pack given back re-forms as it was."""
+    if not pending:
+        return []
+    first = pending[0]
+    group = key_of(first)
+    limit = size(first) if callable(size) else size
+    if group is None or limit <= 1:
+        return [first]
+    same = sorted((job for job in pending if key_of(job) == group), key=lambda job: job.key)
+    return same[:limit]
 
 
 def _job(row: sqlite3.Row) -> Job:
