@@ -11,7 +11,6 @@ free memory holds by :func:`network_bytes`' rough estimate, at most :data:`MAX_A
 from __future__ import annotations
 
 import dataclasses
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -146,11 +145,8 @@ def record_pack(store: Store, claims: Sequence[Claim],
             statuses.append("pending" if store.release(claim, "the disk is full") else None)
         elif result.failed:
             statuses.append("failed" if store.fail(claim, result.error or "failed") else None)
-            print(f"run {claim.job.key} failed: {result.error}", file=sys.stderr, flush=True)
         else:
             statuses.append("done" if store.finish(claim, result.summary or {}) else None)
-            print(f"run {claim.job.key} done: best test accuracy "
-                  f"{(result.summary or {}).get('best_test_acc')}", file=sys.stderr, flush=True)
     if full:
         raise sweep_disk_full(DiskFullError(full.splitlines()[0]))
     return statuses

@@ -144,6 +144,10 @@ def _run_pack(store: Store, db: str | Path, claims: list[Claim], options: ExecOp
         print(f"pack of {len(claims)} runs failed: {err}", file=sys.stderr, flush=True)
     else:
         beat.stop()
+        for claim, result in zip(claims, results, strict=True):
+            outcome = (f"failed: {result.error}" if result.failed else "done: best test "
+                       f"accuracy {(result.summary or {}).get('best_test_acc')}")
+            print(f"run {claim.job.key} {outcome}", file=sys.stderr, flush=True)
         packing.record_pack(store, claims, results)
 
 
