@@ -58,11 +58,18 @@ def _assert_close_states(a: dict, b: dict, tol: float) -> None:
         assert torch.allclose(a[key].double(), b[key].double(), rtol=0, atol=tol), key
 
 
-def test_a_pack_trains_each_network_as_its_separate_run(tmp_path, float64, one_thread):
+@pytest.mark.parametrize("gathered", [True, False])
+def test_a_pack_trains_each_network_as_its_separate_run(tmp_path, float64, one_thread,
+                                                        monkeypatch, gathered):
     """Different methods, sparsities, seeds (so masks, theta_0, data order and augmentation),
     one dense: weights, BatchNorm running statistics, momentum, per-epoch losses and accuracies
     equal the separate runs' to 1e-10 in float64; pruned weights stay exactly zero; the run
-    directories hold the same files."""
+    directories hold the same files. Both data paths: the gathered stream (in-memory data)
+    and the networks' loaders zipped (data streamed from disk)."""
+    import ntksap.pack.data as pack_data
+
+    if not gathered:
+        monkeypatch.setattr(pack_data, "can_gather", lambda loaders: False)
     configs = _configs()
     separate = [run_experiment(c, out_dir=tmp_path / "separate", progress=False)
                 for c in configs]
@@ -245,3 +252,31 @@ def test_a_pack_refuses_mixed_recipes_and_a_run_twice(tmp_path):
     with pytest.raises(Exception, match="twice"):
         run_pack([a, a], out_dir=tmp_path)
     assert not tmp_path.joinpath("cifar10-resnet20").exists()
+
+
+@pytest.mark.parametrize("augment", ["crop", "resized"])
+def test_the_gathered_stream_is_each_networks_own_loader(augment, one_thread):
+    """PackLoader (one gather and one augmentation for all networks) yields, per network,
+    bitwise the batches of that network's own TensorLoader, epoch after epoch."""
+    from ntksap.data.augment import RandomCropFlip, RandomResizedCropFlip
+    from ntksap.data.loader import TensorLoader
+    from ntksap.data.synthetic import synthetic_splits
+    from ntksap.pack.data import PackLoader
+
+    train, _ = synthetic_splits(train_per_class=7, test_per_class=2)
+    aug = RandomCropFlip(4) if augment == "crop" else RandomResizedCropFlip(size=24)
+
+    def loaders():
+        return [TensorLoader(train, 16, augment=aug, shuffle=True, seed=s, drop_last=True)
+                for s in (3, 5, 8)]
+
+    pack, alone = PackLoader(loaders()), loaders()
+    for epoch in range(2):
+        batches = list(pack)
+        for m, loader in enumerate(alone):
+            assert loader.epoch == epoch
+            own = list(loader)
+            assert len(own) == len(batches)
+            for (x, y), (xs, ys) in zip(own, batches, strict=True):
+                c = x.shape[1]
+                assert torch.equal(xs[:, m * c:(m + 1) * c], x) and torch.equal(ys[:, m], y)

@@ -35,9 +35,18 @@ class RandomCropFlip:
         return size
 
     def __call__(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        return self.apply(x, self.params(x.shape[0], g))
+
+    def draw(self, x: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, ...]:
+        """The random parameters ``__call__`` draws for the batch ``x``."""
+        return self.params(x.shape[0], g)
+
+    def apply(self, x: torch.Tensor, params: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """Crop and flip ``x`` with drawn ``params`` (several batches' params concatenated
+        apply to those batches concatenated)."""
         b, c, h, w = x.shape
         p = self.padding
-        top, left, flipped = (t.to(x.device, non_blocking=True) for t in self.params(b, g))
+        top, left, flipped = (t.to(x.device, non_blocking=True) for t in params)
         padded = F.pad(x, (p, p, p, p)) if p else x
         wp = w + 2 * p
         ar_h = torch.arange(h, device=x.device)
@@ -92,9 +101,17 @@ class RandomResizedCropFlip:
         return top, left, h, w, _flips(batch, self.flip, g)
 
     def __call__(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        return self.apply(x, self.draw(x, g))
+
+    def draw(self, x: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, ...]:
+        """The random parameters ``__call__`` draws for the batch ``x``."""
+        return self.params(x.shape[0], x.shape[2], x.shape[3], g)
+
+    def apply(self, x: torch.Tensor, params: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """Crop, resize and flip ``x`` with drawn ``params`` (several batches' params
+        concatenated apply to those batches concatenated)."""
         b, c, height, width = x.shape
-        top, left, h, w, flipped = (t.to(x.device, non_blocking=True)
-                                    for t in self.params(b, height, width, g))
+        top, left, h, w, flipped = (t.to(x.device, non_blocking=True) for t in params)
         steps = (torch.arange(self.size, device=x.device) + 0.5) / self.size  # pixel centres
 
         def coords(start: torch.Tensor, length: torch.Tensor, full: int) -> torch.Tensor:

@@ -53,6 +53,7 @@ from ..train import checkpoint as ck
 from ..train.config import TrainConfig
 from ..train.loop import History, run_result
 from ..train.schedule import build_optimizer, build_scheduler
+from .data import pack_stream
 from .fuse import check_fused, fuse, split_logits, split_state, stack_inputs, stack_masks
 from .plan import MemberResult, pack_key
 
@@ -224,7 +225,8 @@ def _epoch(model: nn.Module, members: list[_Member], test_loader: Any,
     """One epoch of every network and its test; per network its record and whether its
     training loss was ever not finite."""
     size = len(members)
-    for loader in [*(m.loader for m in members), test_loader]:
+    stream = pack_stream([m.loader for m in members])
+    for loader in (stream, test_loader):
         if hasattr(loader, "set_epoch"):
             loader.set_epoch(epoch)
     lr = optimizer.param_groups[0]["lr"]
@@ -234,12 +236,9 @@ def _epoch(model: nn.Module, members: list[_Member], test_loader: Any,
     correct = torch.zeros(size, device=device, dtype=torch.long)
     nonfinite = torch.zeros(size, device=device, dtype=torch.bool)
     count = 0
-    with tqdm(total=len(members[0].loader), desc=f"pack of {size}, epoch {epoch + 1}/"
-              f"{config.epochs}", unit="batch", disable=not progress, dynamic_ncols=True
-              ) as bar:
-        for batches in zip(*(m.loader for m in members), strict=True):
-            x = stack_inputs([b[0] for b in batches])
-            y = torch.stack([b[1] for b in batches], 1)
+    with tqdm(total=len(stream), desc=f"pack of {size}, epoch {epoch + 1}/{config.epochs}",
+              unit="batch", disable=not progress, dynamic_ncols=True) as bar:
+        for x, y in stream:
             with _autocast(config, device):
                 logits = split_logits(model(x), size)
                 losses = F.cross_entropy(logits.transpose(1, 2), y, reduction="none",
