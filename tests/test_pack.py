@@ -280,3 +280,14 @@ def test_the_gathered_stream_is_each_networks_own_loader(augment, one_thread):
             for (x, y), (xs, ys) in zip(own, batches, strict=True):
                 c = x.shape[1]
                 assert torch.equal(xs[:, m * c:(m + 1) * c], x) and torch.equal(ys[:, m], y)
+
+
+def test_a_compiled_pack_trains_as_the_eager_pack(tmp_path, one_thread):
+    """run_pack(compile=True) (torch.compile of the fused model, the GPU fast path's switch)
+    gives the eager pack's per-epoch records up to float32 reassociation."""
+    configs = _configs(train_overrides={"epochs": 1, "batch_size": 16})[:2]
+    eager = run_pack(configs, out_dir=tmp_path / "eager", progress=False)
+    compiled = run_pack(configs, out_dir=tmp_path / "compiled", progress=False, compile=True)
+    for a, b in zip(eager, compiled, strict=True):
+        x, y = _metrics(a.summary)[-1], _metrics(b.summary)[-1]
+        assert abs(x["loss"] - y["loss"]) < 1e-4 and abs(x["test_acc"] - y["test_acc"]) <= 0.02
