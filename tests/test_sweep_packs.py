@@ -104,7 +104,8 @@ def test_a_sweep_in_packs_fills_the_store_and_report_as_separate_runs(tmp_path):
             assert packed[key][field] == row[field]
         assert Path(packed[key]["run_dir"]).relative_to(tmp_path / "m3") == Path(
             row["run_dir"]).relative_to(tmp_path / "m1")
-        assert Path(packed[key]["run_dir"]).is_dir()
+        files = [sorted(f.name for f in Path(r["run_dir"]).iterdir()) for r in (row, packed[key])]
+        assert files[0] == files[1] and "summary.json" in files[0]
         metrics = [(Path(r["run_dir"]) / "metrics.jsonl").read_text() for r in (row, packed[key])]
         assert [json.loads(m)["test_acc"] for m in metrics[0].splitlines()] == [
             json.loads(m)["test_acc"] for m in metrics[1].splitlines()]
