@@ -291,3 +291,22 @@ def test_a_compiled_pack_trains_as_the_eager_pack(tmp_path, one_thread):
     for a, b in zip(eager, compiled, strict=True):
         x, y = _metrics(a.summary)[-1], _metrics(b.summary)[-1]
         assert abs(x["loss"] - y["loss"]) < 1e-4 and abs(x["test_acc"] - y["test_acc"]) <= 0.02
+
+
+def test_an_unfusable_model_fails_or_trains_run_by_run_when_asked(tmp_path, one_thread,
+                                                                  monkeypatch):
+    """Without separate_unfusable the pack raises before creating anything; with it, each run
+    trains on its own (the same result as `ntksap run`)."""
+    def refuse(*args, **kwargs):
+        raise UnfusableModelError("layer 'x' (LayerNorm) ...")
+
+    monkeypatch.setattr(pack_train, "check_fused", refuse)
+    configs = _configs()[:2]
+    with pytest.raises(UnfusableModelError, match="LayerNorm"):
+        run_pack(configs, out_dir=tmp_path / "pack", progress=False)
+    assert not (tmp_path / "pack").exists()
+    results = run_pack(configs, out_dir=tmp_path / "pack", progress=False,
+                       separate_unfusable=True)
+    alone = run_experiment(configs[1], out_dir=tmp_path / "alone", progress=False)
+    assert not any(r.failed for r in results)
+    assert _metrics(results[1].summary) == _metrics(alone)

@@ -388,3 +388,33 @@ def test_ray_backend_trains_the_sweep_in_packs(tmp_path):
     assert sorted(claims) == ["", "pack of 4", "pack of 4", "pack of 4", "pack of 4"]
     assert all(r["worker"].startswith("ray-driver:") and Path(r["run_dir"]).is_dir()
                for r in rows)
+
+
+def test_the_pack_options_reach_run_pack_in_process_and_in_workers(tmp_path, monkeypatch):
+    """--compile and --separate-unfusable go to run_pack (in this process), and onto a local
+    worker's command line."""
+    seen = []
+
+    def run_pack(configs, **options):
+        seen.append({k: options[k] for k in ("compile", "separate_unfusable")})
+        return FakeTrainer(tmp_path).run_pack(configs)
+
+    monkeypatch.setattr(packing, "run_pack", run_pack)
+    spec = _write(tmp_path, grid={"method": ["magnitude", "snip"], "c": [4], "seed": [0]})
+    assert main(["sweep", str(spec), "--workers", "0", "--device", "cpu", "--no-progress",
+                 "--pack-size", "2", "--compile", "--separate-unfusable"]) == 0
+    assert seen == [{"compile": True, "separate_unfusable": True}]
+    from ntksap.sweep.local import Slot, _start
+
+    launched = []
+    monkeypatch.setattr("subprocess.Popen", lambda argv, **kw: launched.append(argv))
+    _start(0, Slot("cpu", {}), tmp_path / "db", "s",
+           ExecOptions(str(tmp_path), compile=True, separate_unfusable=True), 1.0, tmp_path, 2)
+    assert "--compile" in launched[0] and "--separate-unfusable" in launched[0]
+    from ntksap.sweep.worker import main as worker_main
+
+    captured = {}
+    monkeypatch.setattr("ntksap.sweep.worker.work",
+                        lambda db, sweep, options, **kw: captured.update(options=options))
+    worker_main(["--db", "x", "--compile", "--separate-unfusable"])
+    assert captured["options"].compile and captured["options"].separate_unfusable

@@ -60,6 +60,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "its free memory holds (a rough 1 GiB per network at 32x32 images and batch "
                    "128, scaled by image area and batch size; at most 64), on a CPU 1, since "
                    "CPU packs only pay off for tiny fully connected nets (give M for those)")
+    r.add_argument("--compile", action="store_true",
+                   help="packs: run each pack's fused model through torch.compile (same "
+                   "recipe; float results may differ in the last bits)")
+    r.add_argument("--separate-unfusable", action="store_true",
+                   help="packs: train the runs of a model that cannot be fused (a layer packs "
+                   "do not fuse) one by one instead of failing them")
     r.add_argument("--retry-failed", action="store_true", help="run failed runs again")
     r.add_argument("--max-attempts", type=int,
                    help="give a run up after its worker died this often (default 3)")
@@ -117,7 +123,8 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     counts = run_sweep(sweep, workers=args.workers, retry_failed=args.retry_failed,
                        progress=not args.no_progress, ray_address=args.ray_address,
-                       gpus_per_trial=args.gpus_per_trial, pack_size=pack_size)
+                       gpus_per_trial=args.gpus_per_trial, pack_size=pack_size,
+                       compile=args.compile, separate_unfusable=args.separate_unfusable)
     with Store(sweep.db) as store:
         _print_state(sweep.queue, sweep.db, store.counts(sweep.queue),
                      store.rows(sweep.queue, "failed"), args.json)

@@ -111,7 +111,8 @@ def _fuse_module(name: str, modules: list[nn.Module]) -> nn.Module | None:
     if isinstance(first, _DROPOUTS) and first.p > 0:
         raise UnfusableModelError(
             f"layer {name!r} ({kind.__name__}, p={first.p}): a pack cannot draw the same "
-            "dropout masks as separate runs; train these runs separately (--pack-size 1)")
+            "dropout masks as separate runs; train these runs one by one (--pack-size 1 or "
+            "--separate-unfusable)")
     _check_stateless(name, first)
     return None
 
@@ -167,7 +168,7 @@ def _check_stateless(name: str, module: nn.Module, top: bool = False) -> None:
         raise UnfusableModelError(
             f"{where} ({type(module).__name__}) holds parameters or buffers ({', '.join(own)}) "
             "that packs cannot fuse (they fuse Conv, Linear and BatchNorm layers); train these "
-            "runs separately (--pack-size 1)")
+            "runs one by one (--pack-size 1 or --separate-unfusable)")
 
 
 def split_state(fused: Mapping[str, torch.Tensor], shapes: Mapping[str, torch.Size],
@@ -247,8 +248,8 @@ def check_fused(fused: nn.Module, models: Sequence[nn.Module], input_shape: Sequ
                 raise UnfusableModelError(
                     f"the fused {type(models[0]).__name__} fails on packed inputs "
                     f"({str(err).splitlines()[0]}); its forward pass does not keep each "
-                    "network in its own channels; train these runs separately "
-                    "(--pack-size 1)") from err
+                    "network in its own channels; train these runs one by one "
+                    "(--pack-size 1 or --separate-unfusable)") from err
             apart = torch.stack([m(x) for m, x in zip(models, inputs, strict=True)], 1)
     finally:
         for m, mode in zip((fused, *models), modes, strict=True):
@@ -258,4 +259,5 @@ def check_fused(fused: nn.Module, models: Sequence[nn.Module], input_shape: Sequ
         raise UnfusableModelError(
             f"the fused {type(models[0]).__name__} does not compute its networks' outputs: its "
             "forward pass mixes channels of different networks (e.g. a channel concatenation "
-            "or a zero-padded shortcut); train these runs separately (--pack-size 1)")
+            "or a zero-padded shortcut); train these runs one by one (--pack-size 1 or "
+            "--separate-unfusable)")

@@ -32,8 +32,8 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from .. import rundir
-from ..atomic import atomic_torch_save
-from ..errors import CheckpointError, ConfigError
+from ..atomic import atomic_torch_save, is_disk_full
+from ..errors import CheckpointError, ConfigError, DiskFullError
 from ..experiment import (
     RunConfig,
     check_batches,
@@ -54,7 +54,15 @@ from ..train.config import TrainConfig
 from ..train.loop import History, run_result
 from ..train.schedule import build_optimizer, build_scheduler
 from .data import pack_stream
-from .fuse import check_fused, fuse, split_logits, split_state, stack_inputs, stack_masks
+from .fuse import (
+    UnfusableModelError,
+    check_fused,
+    fuse,
+    split_logits,
+    split_state,
+    stack_inputs,
+    stack_masks,
+)
 from .plan import MemberResult, pack_key
 
 FORMAT = "ntksap-pack-checkpoint/1"
@@ -75,15 +83,19 @@ class _Member:
 def run_pack(configs: Sequence[RunConfig], *, out_dir: str | Path = "runs",
              data_dir: str | Path | None = None, download: bool = False,
              device: str | torch.device = "cpu", progress: bool = True,
-             separate: bool = False, compile: bool = False) -> list[MemberResult]:
+             compile: bool = False, separate_unfusable: bool = False
+             ) -> list[MemberResult]:
     """Train ``configs`` (one pack: equal :func:`pack_key`) and return one result per config,
     in order.
 
     A run already finished returns its recorded summary; a run that a separate ``ntksap run``
     left half-trained (its own checkpoint) resumes on its own; the others train fused.
-    ``separate`` trains every run on its own instead (the fallback for a model that cannot be
-    fused). ``compile`` runs the fused model through ``torch.compile``. Everything is checked
-    (data, model, fusion) before any run directory is created."""
+    ``compile`` runs the fused model through ``torch.compile`` (the same recipe; float results
+    may differ in the last bits). A model that cannot be fused raises
+    :class:`~ntksap.pack.fuse.UnfusableModelError`, or with ``separate_unfusable`` trains its
+    runs one by one (``ntksap run`` each). Everything is checked (data, model, fusion) before
+    any run directory is created. A full disk raises (the whole pack can resume); any other
+    error of a run trained on its own is that run's failure."""
     _check_pack(configs, out_dir)
     device = torch.device(device)
     results: dict[int, MemberResult] = {}
@@ -93,13 +105,19 @@ def run_pack(configs: Sequence[RunConfig], *, out_dir: str | Path = "runs",
         done = finished_summary(directory)
         if done is not None:
             results[i] = MemberResult(config, done)
-        elif separate or rundir.checkpoint_path(directory).exists():
+        elif rundir.checkpoint_path(directory).exists():
             results[i] = _run_alone(config, out_dir, data_dir, download, device, progress)
         else:
             fused.append(i)
     if fused:
-        trained = _train_fused([configs[i] for i in fused], out_dir, data_dir, download,
-                               device, progress, compile)
+        try:
+            trained = _train_fused([configs[i] for i in fused], out_dir, data_dir, download,
+                                   device, progress, compile)
+        except UnfusableModelError:
+            if not separate_unfusable:
+                raise
+            trained = [_run_alone(configs[i], out_dir, data_dir, download, device, progress)
+                       for i in fused]
         results.update(zip(fused, trained, strict=True))
     return [results[i] for i in range(len(configs))]
 
@@ -122,6 +140,8 @@ def _run_alone(config: RunConfig, out_dir: str | Path, data_dir: str | Path | No
             config, out_dir=out_dir, data_dir=data_dir, download=download, device=device,
             progress=progress))
     except Exception as err:  # noqa: BLE001 - one run's failure is recorded, not fatal
+        if isinstance(err, DiskFullError) or is_disk_full(err):
+            raise
         return MemberResult(config, error=f"{type(err).__name__}: {err}")
 
 

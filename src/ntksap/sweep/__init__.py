@@ -25,11 +25,14 @@ BACKENDS = ("local", "ray")
 def run_sweep(sweep: Sweep, *, backend: str | None = None, workers: int | None = None,
               device: str | None = None, retry_failed: bool = False, progress: bool = True,
               ray_address: str | None = None, gpus_per_trial: float | None = None,
-              pack_size: int | str = "auto", **kwargs: Any) -> dict[str, int]:
+              pack_size: int | str = "auto", compile: bool = False,
+              separate_unfusable: bool = False, **kwargs: Any) -> dict[str, int]:
     """Record ``sweep``'s runs in its store and run every pending one; returns the counts
     per status. ``retry_failed`` first puts the failed runs back in the queue.
     ``pack_size``: up to that many runs of one pack key trained together (a whole number,
-    or "auto": 1 on a CPU, as free GPU memory allows on a GPU; :mod:`.packing`)."""
+    or "auto": 1 on a CPU, as free GPU memory allows on a GPU; :mod:`.packing`); ``compile``
+    runs each pack's fused model through ``torch.compile``; ``separate_unfusable`` trains the
+    runs of a model that a pack cannot fuse one by one (else they fail, naming the layer)."""
     from ..errors import ConfigError
 
     backend = backend or sweep.backend
@@ -42,7 +45,8 @@ def run_sweep(sweep: Sweep, *, backend: str | None = None, workers: int | None =
         raise ConfigError(f"--gpus-per-trial must be >= 0; got {gpus_per_trial}")
     pack_size = parse_pack_size(pack_size)
     options = ExecOptions(sweep.out_dir, sweep.data_dir, sweep.download,
-                          device or sweep.device)
+                          device or sweep.device, compile=compile,
+                          separate_unfusable=separate_unfusable)
     with Store(sweep.db) as store:
         store.add(sweep.name, sweep.jobs)
         if sweep.queue != sweep.name:

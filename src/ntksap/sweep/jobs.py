@@ -27,6 +27,8 @@ class ExecOptions:
     download: bool = False
     device: str = "cpu"
     progress: bool = False
+    compile: bool = False  # packs: torch.compile the fused model
+    separate_unfusable: bool = False  # packs: a model that cannot be fused trains run by run
 
 
 def run_config_from_dict(data: dict[str, Any]) -> RunConfig:

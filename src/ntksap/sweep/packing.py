@@ -118,7 +118,8 @@ def train_pack(jobs: Sequence[Job], options: ExecOptions) -> list[MemberResult]:
     configs = [config_of(job) for job in jobs]
     results = run_pack(configs, out_dir=options.out_dir, data_dir=options.data_dir,
                        download=options.download, device=device_of(options.device),
-                       progress=options.progress)
+                       progress=options.progress, compile=options.compile,
+                       separate_unfusable=options.separate_unfusable)
     if len(results) != len(jobs):
         raise RuntimeError(f"run_pack returned {len(results)} results for {len(jobs)} runs")
     return [r if r.failed else dataclasses.replace(

@@ -14,6 +14,7 @@ owner is gone) and the next sweep reclaims the rows.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,14 +34,12 @@ def _trial(job: Job, options: ExecOptions) -> dict[str, Any]:
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    return execute(job, ExecOptions(options.out_dir, options.data_dir, options.download,
-                                    device, progress=False))
+    return execute(job, dataclasses.replace(options, device=device, progress=False))
 
 
 def _pack_trial(jobs: list[Job], options: ExecOptions) -> list[MemberResult]:
     """What one Ray task of a pack runs: the pack, on the GPU Ray gave it (if any)."""
-    return train_pack(jobs, ExecOptions(options.out_dir, options.data_dir, options.download,
-                                        "auto", progress=False))
+    return train_pack(jobs, dataclasses.replace(options, device="auto", progress=False))
 
 
 def _free_gpu_bytes() -> int:
@@ -97,7 +96,7 @@ def run_ray(db: str | Path, sweep: str, options: ExecOptions, *, address: str | 
     size = _pack_size(ray, pack_size, gpus_per_trial)
     keys = PackKeys() if size != 1 else None
     out_dir = str(Path(options.out_dir).resolve())
-    options = ExecOptions(out_dir, options.data_dir, options.download, "auto")
+    options = dataclasses.replace(options, out_dir=out_dir, device="auto")
     store = Store(db)
     me = f"ray-driver:{worker_name()}"
     store.reclaim(sweep, stale_after=stale_after, max_attempts=max_attempts)

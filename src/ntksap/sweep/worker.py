@@ -175,12 +175,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--heartbeat", type=float, default=10.0)
     p.add_argument("--parent", type=int, default=None, help="exit when this process dies")
     p.add_argument("--pack-size", default="1", help="runs per pack (a number, or auto)")
+    p.add_argument("--compile", action="store_true", help="torch.compile each pack's model")
+    p.add_argument("--separate-unfusable", action="store_true",
+                   help="train the runs of a model a pack cannot fuse one by one")
     args = p.parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
-    options = ExecOptions(args.out_dir, args.data_dir, args.download, args.device)
+    options = ExecOptions(args.out_dir, args.data_dir, args.download, args.device,
+                          compile=args.compile, separate_unfusable=args.separate_unfusable)
     try:
         work(args.db, args.sweep, options, heartbeat=args.heartbeat, parent=args.parent,
              pack_size=args.pack_size)
