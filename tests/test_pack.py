@@ -310,3 +310,29 @@ def test_an_unfusable_model_fails_or_trains_run_by_run_when_asked(tmp_path, one_
     alone = run_experiment(configs[1], out_dir=tmp_path / "alone", progress=False)
     assert not any(r.failed for r in results)
     assert _metrics(results[1].summary) == _metrics(alone)
+
+
+def test_shared_stream_runs_share_one_stream_and_a_pack_draws_it_once(tmp_path, float64,
+                                                                       one_thread):
+    """shared_stream: recorded in each run's config and name; every such run trains on the
+    same batches whatever its seed; a pack of them (one batch drawn for all) equals their
+    separate runs."""
+    import ntksap.pack.data as pack_data
+    from ntksap.experiment import identity, loaders, open_data
+
+    configs = [resolve("cifar10-resnet20", "random", 0.9, seed=s, shared_stream=True,
+                       **COMMON) for s in (1, 2)]
+    own = resolve("cifar10-resnet20", "random", 0.9, seed=1, **COMMON)
+    assert identity(configs[0])["shared_stream"] is True and "shared_stream" not in identity(own)
+    bundle = open_data(configs[0], None, False, False)
+    streams = [loaders(c, bundle, torch.device("cpu"))[0] for c in (*configs, own)]
+    first = [next(iter(s)) for s in streams]
+    assert torch.equal(first[0][0], first[1][0]) and not torch.equal(first[0][0], first[2][0])
+    assert pack_data.PackLoader(streams[:2]).shared()
+    alone = [run_experiment(c, out_dir=tmp_path / "alone", progress=False) for c in configs]
+    packed = run_pack(configs, out_dir=tmp_path / "pack", progress=False)
+    for a, member in zip(alone, packed, strict=True):
+        _assert_close_states(_checkpoint(a)["model"], _checkpoint(member.summary)["model"],
+                             1e-10)
+        recorded = json.loads((Path(member.summary["run_dir"]) / "config.json").read_text())
+        assert recorded["config"]["shared_stream"] is True

@@ -55,6 +55,10 @@ except ImportError:  # pragma: no cover - Windows: runs are not locked
     fcntl = None  # type: ignore[assignment]
 
 DENSE = "dense"
+# the seed of the training data stream (order and augmentation) of runs with shared_stream:
+# every such run sees the same batches, whatever its own seed (which still draws theta_0, the
+# pruning batches and the method's randomness)
+SHARED_STREAM_SEED = 0
 # every dataset name ntksap.data knows (kept here: the data stack is imported only to load)
 DATASET_NAMES = ("cifar10", "cifar100", "tinyimagenet", "imagenet", "mnist", "folder",
                  "synthetic")
@@ -82,6 +86,7 @@ class RunConfig:
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     method_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     holdout: float = 0.0  # fraction of the training set held out for validation; 0 = none
+    shared_stream: bool = False  # train on the shared data stream (SHARED_STREAM_SEED)
 
 
 def resolve(preset: str, method: str, sparsity: float, *, seed: int = 0,
@@ -90,7 +95,8 @@ def resolve(preset: str, method: str, sparsity: float, *, seed: int = 0,
             repeats: int | None = None, scope: str = "global", transform: str | None = None,
             limit_per_class: int | None = None, train_overrides: dict[str, Any] | None = None,
             eps: float | None = None, holdout: float | None = None,
-            method_options: Mapping[str, Any] | None = None) -> RunConfig:
+            method_options: Mapping[str, Any] | None = None,
+            shared_stream: bool = False) -> RunConfig:
     """A complete :class:`RunConfig` from a preset and the flags that override it.
 
     ``method_options`` are the method's options (names and types checked against its
@@ -98,7 +104,9 @@ def resolve(preset: str, method: str, sparsity: float, *, seed: int = 0,
     (``repeats`` is ignored by a method without that option, so that one sweep axis or
     fixed value can serve every method).
     ``holdout`` (default: the preset's) is the fraction of the training set held out as a
-    validation split, in [0, 1).
+    validation split, in [0, 1). ``shared_stream`` trains on the data stream of
+    :data:`SHARED_STREAM_SEED` (the same batches for every run) instead of the run's own; the
+    runs of a pack that all have it share one stream, which is cheaper.
 
     ``None`` (or ``""`` for a name) means "not given": the preset's or the method's value.
     A given count (num_classes, rounds, repeats, limit_per_class) must be a whole number >= 1:
@@ -107,6 +115,9 @@ def resolve(preset: str, method: str, sparsity: float, *, seed: int = 0,
     for name, value in (("num_classes", num_classes), ("rounds", rounds),
                         ("repeats", repeats), ("limit_per_class", limit_per_class)):
         _check_count(name, value)
+    if not isinstance(shared_stream, bool):
+        raise ConfigError(f"shared_stream (--shared-stream) is true or false; got "
+                          f"{shared_stream!r}")
     if holdout is not None and not (_is_number(holdout) and 0 <= holdout < 1):
         raise ConfigError(f"holdout (--holdout) is the fraction of the training set held out "
                           f"for validation, in [0, 1); got {holdout!r}")
@@ -139,7 +150,7 @@ def resolve(preset: str, method: str, sparsity: float, *, seed: int = 0,
         rounds=rounds or preset_rounds or 0, scope=scope, transform=transform or "",
         limit_per_class=limit_per_class or 0,
         train=dataclasses.replace(p.train, **(train_overrides or {})), method_options=options,
-        holdout=float(p.holdout if holdout is None else holdout))
+        holdout=float(p.holdout if holdout is None else holdout), shared_stream=shared_stream)
     check_method_options(config)
     return config
 
@@ -230,7 +241,8 @@ def identity(config: RunConfig) -> dict[str, Any]:
     NTK-SAP's ``repeats`` (0 when the method has none) and a set ``eps`` at the top level as
     they were before ``method_options`` existed, the other options under ``method_options``,
     and fields added later left out at their default (``eps``, ``holdout`` = 0, no other
-    option), so that every run directory made before keeps its name."""
+    option, ``shared_stream`` false), so that every run directory made before keeps its
+    name."""
     fields = dataclasses.asdict(config)
     options = fields.pop("method_options")
     repeats = options.get("repeats")
@@ -239,8 +251,9 @@ def identity(config: RunConfig) -> dict[str, Any]:
         fields["eps"] = options.pop("eps")
     if options:
         fields["method_options"] = options
-    if not fields.get("holdout"):
-        fields.pop("holdout", None)
+    for later in ("holdout", "shared_stream"):
+        if not fields.get(later):
+            fields.pop(later, None)
     return fields
 
 
@@ -557,10 +570,12 @@ def check_batches(train_loader: Any, config: RunConfig) -> None:
 def loaders(config: RunConfig, bundle: Any, device: torch.device, rank: int = 0,
             world: int = 1) -> tuple[Any, Any]:
     """Training and test batches of ``bundle`` for this process (the global batch size is
-    split over ``world`` processes)."""
+    split over ``world`` processes); the training stream is seeded by the run's seed, or by
+    :data:`SHARED_STREAM_SEED` with ``shared_stream``."""
     per_rank = max(1, config.train.batch_size // world)
     channels_last = config.train.channels_last
-    return (bundle.train_loader(per_rank, device, seed=config.seed, rank=rank,
+    seed = SHARED_STREAM_SEED if config.shared_stream else config.seed
+    return (bundle.train_loader(per_rank, device, seed=seed, rank=rank,
                                 world_size=world, channels_last=channels_last),
             bundle.test_loader(256, device, rank=rank, world_size=world,
                                channels_last=channels_last))

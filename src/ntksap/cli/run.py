@@ -71,6 +71,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--holdout", type=float, default=None, metavar="FRACTION",
                    help="fraction of the training set held out for validation, in [0, 1) "
                         "(default: the preset's; 0.1 for the MNIST presets, else 0)")
+    g.add_argument("--shared-stream", action="store_true",
+                   help="train on the shared data stream (order and augmentation of seed 0, "
+                        "the same for every run) instead of this run's seed's own")
     add_dataclass_args(p.add_argument_group("training (default: the preset's)"), TrainConfig,
                        suppress=True)
     add_dataclass_args(p.add_argument_group(
@@ -100,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
             method_options=parse_options(args.option, eps=args.eps, samples=args.samples),
             scope=args.scope, transform=args.transform,
             limit_per_class=args.limit_per_class, holdout=args.holdout,
+            shared_stream=args.shared_stream,
             train_overrides=dataclass_overrides(TrainConfig, args))
         summary = run_experiment(config, out_dir=args.out_dir, data_dir=args.data_dir,
                                  download=args.download, device=device,

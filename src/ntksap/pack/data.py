@@ -52,11 +52,18 @@ class PackLoader:
         for loader in self.loaders:
             loader.set_epoch(epoch)
 
+    def shared(self) -> bool:
+        """Whether every network has the same stream (same seed and epoch: ``shared_stream``
+        runs): then one batch is drawn and given to all."""
+        return len({(loader.seed, loader.epoch) for loader in self.loaders}) == 1
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         first, size = self.first, len(self.loaders)
-        orders = torch.stack([loader.indices() for loader in self.loaders]).to(first.device)
+        streams = self.loaders[:1] if self.shared() else self.loaders
+        copies = size // len(streams)
+        orders = torch.stack([loader.indices() for loader in streams]).to(first.device)
         generators = [seeded_generator(loader.seed, AUGMENT, loader.epoch, loader.rank)
-                      for loader in self.loaders]
+                      for loader in streams]
         batch = first.batch_size
         stop = orders.shape[1] - orders.shape[1] % batch if first.drop_last else orders.shape[1]
         for start in range(0, stop, batch):
@@ -66,10 +73,13 @@ class PackLoader:
             if first.augment is not None:
                 x = self._augment(x, generators, b)
             x = torch.addcmul(first.shift, x.to(first.dtype), first.scale)
-            x = x.reshape(size, b, *x.shape[1:]).transpose(0, 1).reshape(b, -1, *x.shape[2:])
+            x = x.reshape(len(streams), b, *x.shape[1:]).transpose(0, 1).reshape(
+                b, -1, *x.shape[2:])  # network m's images in channel block m
+            if copies > 1:  # one shared stream: every network the same batch
+                x = torch.cat([x] * copies, 1)
             if first.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            yield x, first.data.y[idx].T
+            yield x, first.data.y[idx].T.repeat(1, copies)
         for loader in self.loaders:
             loader.set_epoch(loader.epoch + 1)
 

@@ -41,5 +41,5 @@ def pack_key(config: RunConfig) -> str:
     (preset, dataset, model, classes, data limit, hold-out, training recipe)."""
     fields = dataclasses.asdict(config)
     shared = {k: fields[k] for k in ("preset", "dataset", "model", "num_classes",
-                                     "limit_per_class", "holdout", "train")}
+                                     "limit_per_class", "holdout", "shared_stream", "train")}
     return digest(json.loads(json.dumps(shared)))
