@@ -101,6 +101,13 @@ def test_paper_numbers_are_looked_up_by_setting_method_and_sparsity():
     assert reference("cifar10-resnet20", "snip", 0.982) is None  # "below 75": no number
     assert reference("cifar10-resnet20", "snip", 0.5) is None
     assert reference("cifar10-resnet20", "snip", 0.956).approx
+    # the MNIST LeNets: the SNIP paper's Table 1 (100 - test error), its recipe's presets only
+    snip = reference("mnist-lenet300", "snip", 0.98)
+    assert (snip.accuracy, snip.source) == (97.6, "Lee, Ajanthan, Torr, SNIP, ICLR 2019")
+    assert reference("mnist-lenet5", "snip", 0.99).accuracy == 98.9
+    assert reference("mnist-lenet5", "dense", 0.0).accuracy == 99.1
+    assert reference("mnist-lenet300-short", "snip", 0.98) is None
+    assert reference("mnist-lenet300", "ntksap", 0.98) is None
 
 
 def test_path_check_finds_cut_paths_and_useless_weights():
@@ -198,8 +205,10 @@ def test_paper_comparison_reads_the_paper_settings_not_the_training_presets(monk
     assert paper_variant(t1) == ("cifar10-resnet20", "ntksap", 1)
     assert paper_variant(point("ntksap", method_options={"repeats": 1})) is None
     assert paper_variant(point("snip", model="vgg16")) is None  # not the paper's model
+    assert paper_variant(point("snip", preset="mnist-lenet300-short", dataset="mnist",
+                               model="lenet300")) is None  # not a published recipe
     assert paper_variant(point("snip", preset="mnist-lenet300", dataset="mnist",
-                               model="lenet300")) is None  # no paper numbers
+                               model="lenet300")) == ("mnist-lenet300", "snip", None)  # SNIP's
     preset = train_config.PRESETS["cifar10-resnet20"]
     changed = dc.replace(preset, method_defaults={"ntksap": {"rounds": 7, "repeats": 2}})
     monkeypatch.setitem(train_config.PRESETS, "cifar10-resnet20", changed)

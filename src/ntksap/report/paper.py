@@ -1,5 +1,8 @@
 """The paper's reported test accuracies (NTK-SAP, Wang, Li, Sun, ICLR 2023), to overlay on
-the reproduced curves: best-epoch test accuracy in %, mean of the paper's runs.
+the reproduced curves: best-epoch test accuracy in %, mean of the paper's runs. The MNIST
+LeNets' numbers come from the SNIP paper (Lee, Ajanthan, Torr, ICLR 2019, Table 1: 100 minus
+its test errors), whose recipe the presets ``mnist-lenet300`` and ``mnist-lenet5`` follow
+(:attr:`Reference.source` names each number's paper).
 
 Exact numbers come from the paper's tables; ``approx=True`` marks values read off its figures
 (about +-0.4). Sparsities are the paper's rounded column heads (36.00 = c 2, 73.80 = c 6,
@@ -44,7 +47,10 @@ PAPER_SETTINGS: dict[str, PaperSetting] = {
     "tinyimagenet-resnet18": PaperSetting("tinyimagenet", "tiny_resnet18", _ntksap(100, 1)),
     "imagenet-resnet18": PaperSetting("imagenet", "resnet18", _ntksap(100, 1)),
     "imagenet-resnet50": PaperSetting("imagenet", "resnet50", _ntksap(100, 1)),
+    "mnist-lenet300": PaperSetting("mnist", "lenet300"),
+    "mnist-lenet5": PaperSetting("mnist", "lenet5"),
 }
+SNIP_SOURCE = "Lee, Ajanthan, Torr, SNIP, ICLR 2019"
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,7 @@ class Reference:
     approx: bool = False
     where: str = ""
     rounds: int | None = None
+    source: str = SOURCE
 
 
 def _row(preset: str, method: str, columns: tuple[float, ...], values: tuple[float, ...],
@@ -109,6 +116,17 @@ for _method, _values in _TABLE1.items():
         continue
     REFERENCES += _row("imagenet-resnet18", _method, _IMAGENET, _values[:2], False, "Table 1")
     REFERENCES += _row("imagenet-resnet50", _method, _IMAGENET, _values[2:], False, "Table 1")
+
+
+# The SNIP paper's Table 1 (test error %: LeNet-300-100 dense 1.7, SNIP 1.6 at 95 % and 2.4 at
+# 98 %; LeNet-5-Caffe dense 0.9, SNIP 0.8 at 98 % and 1.1 at 99 %), as accuracies.
+REFERENCES += [
+    Reference(preset, method, sparsity, round(100 - error, 2), False, "Table 1",
+              source=SNIP_SOURCE)
+    for preset, method, sparsity, error in (
+        ("mnist-lenet300", "dense", 0.0, 1.7), ("mnist-lenet300", "snip", 95.0, 1.6),
+        ("mnist-lenet300", "snip", 98.0, 2.4), ("mnist-lenet5", "dense", 0.0, 0.9),
+        ("mnist-lenet5", "snip", 98.0, 0.8), ("mnist-lenet5", "snip", 99.0, 1.1))]
 
 
 def references(preset: str, method: str | None = None) -> list[Reference]:
