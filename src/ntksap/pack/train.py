@@ -167,6 +167,8 @@ def _train_fused(configs: list[RunConfig], out_dir: str | Path, data_dir: str | 
         for member in members:
             member.masks = prepare_run(member.config, member.directory, bundle, member.model,
                                        device, progress)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # the fastest kernels for these shapes
         model = _fused_model(members, device, first.train)
         pack = rundir.pack_dir(out_dir, first.preset, [m.directory for m in members])
         fitted = _fit(model, members, test_loader, first.train, device, pack, progress,
