@@ -249,12 +249,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--lenet-size", type=int, default=27,
                         help="LeNet-300-100 pack size (default 27)")
     parser.add_argument("--steps", type=int, default=None,
-                        help="timed ResNet-20 steps per repetition (default: 20 CUDA, 3 CPU)")
+                        help="timed ResNet-20 steps per repetition (default: 20 CUDA, 2 CPU)")
     parser.add_argument("--lenet-steps", type=int, default=None,
                         help="timed LeNet-300-100 steps per repetition (default: 50 CUDA, "
                              "20 CPU)")
     parser.add_argument("--reps", type=int, default=5, help="repetitions per side")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per side first")
+    parser.add_argument("--warmup", type=int, default=None,
+                        help="untimed steps per side first (default: 3 CUDA, 1 CPU)")
     parser.add_argument("--sparsity", type=float, default=0.982)
     parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                         help="bf16 autocast on both sides (CUDA only; default on on CUDA)")
@@ -285,7 +286,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         args.sizes = args.sizes or (8,)
         args.steps, args.lenet_steps, args.reps, args.warmup = 1, 1, 1, 1
     args.sizes = args.sizes or (CUDA_SIZES if cuda else CPU_SIZES)
-    args.steps = args.steps or (20 if cuda else 3)
+    args.steps = args.steps or (20 if cuda else 2)
+    args.warmup = (3 if cuda else 1) if args.warmup is None else args.warmup
     args.lenet_steps = args.lenet_steps or (50 if cuda else 20)
     return args
 
@@ -358,18 +360,20 @@ def report(out: dict[str, Any], args: argparse.Namespace) -> None:
           f"autocast {out['amp_bf16']}, ResNet-20 channels_last {out['channels_last']}, "
           f"sparsity {out['sparsity']}, {out['reps']} repetitions after {out['warmup_steps']} "
           f"warmup steps{' (QUICK: figures meaningless)' if args.quick else ''}")
-    print("img/s: best repetition, images summed over the networks; ratio: median of "
-          "pack/separate over adjacent repetitions")
-    head = (f"{'model':<16} {'M':>3} {'batch':>5} {'separate img/s':>15} {'pack img/s':>11} "
-            f"{'ratio':>6} {'table min':>10}")
+    print("img/s: best (and median) repetition, images summed over the networks; ratio: median "
+          "of pack/separate over adjacent repetitions")
+    head = (f"{'model':<14} {'M':>3} {'batch':>5} {'separate img/s':>15} {'pack img/s':>11} "
+            f"{'sep median':>11} {'pack median':>11} {'ratio':>6} {'table min':>10}")
     print(head)
     for name, setting, rows in (("ResNet-20", resnet, out["resnet20"]),
                                 ("LeNet-300-100", lenet, out["lenet300"])):
         for row in rows:
             minutes = row.get("projected_table_minutes")
-            print(f"{name:<16} {row['M']:>3} {setting.batch_size:>5} "
+            print(f"{name:<14} {row['M']:>3} {setting.batch_size:>5} "
                   f"{row['separate_images_per_s']:>15.1f} {row['pack_images_per_s']:>11.1f} "
-                  f"{row['ratio']:>6.2f} {'-' if minutes is None else f'{minutes:.1f}':>10}")
+                  f"{row['separate_median_images_per_s']:>11.1f} "
+                  f"{row['pack_median_images_per_s']:>11.1f} {row['ratio']:>6.2f} "
+                  f"{'-' if minutes is None else f'{minutes:.1f}':>10}")
     if out["projected_table_minutes"] is not None:
         print(f"projected CIFAR-10 ResNet-20 table (63 runs x 160 epochs x 50k images) at the "
               f"best pack throughput: {out['projected_table_minutes']:.1f} min")
