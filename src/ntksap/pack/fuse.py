@@ -61,11 +61,21 @@ class GroupedLinear(nn.Conv1d):
                          device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """One batched matrix product (``[M, B, in] @ [M, in, out]``), which runs far faster
+        than the equivalent grouped convolution on a CPU."""
         if x.dim() != 2:
             raise UnfusableModelError(
                 f"a fused Linear layer takes [batch, features] inputs, got shape "
                 f"{tuple(x.shape)}; packs cannot fuse a Linear applied to other shapes")
-        return super().forward(x.unsqueeze(-1)).squeeze(-1)
+        size = self.groups
+        per_out, per_in = self.out_channels // size, self.in_channels // size
+        x = x.reshape(x.shape[0], size, per_in).transpose(0, 1)  # [M, B, in]
+        weight = self.weight.reshape(size, per_out, per_in).transpose(1, 2)  # [M, in, out]
+        if self.bias is None:
+            y = torch.bmm(x, weight)
+        else:
+            y = torch.baddbmm(self.bias.reshape(size, 1, per_out), x, weight)
+        return y.transpose(0, 1).reshape(x.shape[1], size * per_out)
 
 
 def fuse(models: Sequence[nn.Module]) -> nn.Module:
