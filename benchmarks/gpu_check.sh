@@ -10,7 +10,9 @@
 # numbers, BatchNorm statistics included; the NTK on the GPU against the CPU in float64 (both
 # backends, traces); `ntksap prune` and `ntksap ntk` on the GPU; one training epoch of `ntksap run`
 # with bf16 autocast and channels_last on a real CIFAR-10 subset; DDP with NCCL in one process
-# under torchrun; a sweep with a GPU worker slot; `ntksap lab asi`; the benchmarks in quick mode.
+# under torchrun; a sweep with a GPU worker slot; a pack against separate runs in float64 and a
+# sweep in one pack with bf16 autocast and channels_last; `ntksap lab asi`; the benchmarks in
+# quick mode.
 # Float32 on the GPU against float64 is printed, not asserted (cuDNN may convolve in TF32).
 #
 # --device cpu: the same commands with smaller sizes on the CPU (gloo instead of NCCL), to check
@@ -206,6 +208,29 @@ assert '"amp": true' in text and '"channels_last": true' in text
 assert summary["remaining"] == summary["total"] - round(0.9 * summary["total"])
 EOF
 
+cat >"$WORK/pack_float64.py" <<'EOF'
+"""A pack of 3 runs on DEVICE against the same runs trained apart, in float64."""
+import os, torch
+from pathlib import Path
+torch.set_default_dtype(torch.float64)
+from ntksap.experiment import resolve, run_experiment
+from ntksap.pack import run_pack
+device, work = os.environ["DEVICE"], Path(os.environ["WORK"])
+common = dict(dataset="synthetic", model=os.environ["MODEL"], limit_per_class=20,
+              train_overrides={"epochs": 2, "batch_size": 16})
+configs = [resolve("cifar10-resnet20", m, s, seed=i, **common)
+           for i, (m, s) in enumerate([("snip", 0.9), ("random", 0.98), ("dense", 0.0)])]
+alone = [run_experiment(c, out_dir=work / "p-alone", device=device, progress=False)
+         for c in configs]
+packed = run_pack(configs, out_dir=work / "p-pack", device=device, progress=False)
+for a, p in zip(alone, packed):
+    x = torch.load(Path(a["run_dir"]) / "checkpoint.pt", weights_only=True)["model"]
+    y = torch.load(Path(p.summary["run_dir"]) / "checkpoint.pt", weights_only=True)["model"]
+    diff = max(float((x[k] - y[k]).abs().max()) for k in x if x[k].is_floating_point())
+    print(a["run_dir"], "max weight difference", diff)
+    assert diff < 1e-9 and a["final_test_acc"] == p.summary["final_test_acc"]
+EOF
+
 export MODEL EXAMPLES LIMIT NTK_INPUTS
 RUN=(run --preset cifar10-resnet20 --data-dir "$CIFAR" --limit-per-class "$LIMIT" --epochs 1
      --batch-size 64 --amp --channels-last --device "$DEVICE" --out-dir "$WORK/runs"
@@ -232,6 +257,11 @@ check sweep "$PY" -m ntksap sweep configs/smoke-cifar10.yaml --data-dir "$CIFAR"
   --device "$DEVICE" --workers 1 --methods magnitude --only c=4 --epochs 1 \
   --limit-per-class "$LIMIT" --set fixed.batch_size=64 --out-dir "$WORK/sweep" \
   --db "$WORK/sweep.db" --no-progress --json
+check pack-float64 "$PY" "$WORK/pack_float64.py"
+check pack-sweep-amp "$PY" -m ntksap sweep configs/smoke-cifar10.yaml --data-dir "$CIFAR" \
+  --device "$DEVICE" --workers 1 --pack-size 6 --epochs 1 --limit-per-class "$LIMIT" \
+  --set fixed.batch_size=64 --set fixed.amp=true --set fixed.channels_last=true \
+  --out-dir "$WORK/packs" --db "$WORK/packs.db" --no-progress --json
 check lab-asi "$PY" -m ntksap lab asi --device "$DEVICE" --widths 1 256 256 1 --steps 50 \
   --out "$WORK/lab" --json --no-progress
 # shellcheck disable=SC2086
@@ -244,6 +274,9 @@ check bench-ntk-speed "$PY" benchmarks/ntk_speed.py --device "$DEVICE" --inputs 
 # shellcheck disable=SC2086
 check bench-train-speed "$PY" benchmarks/train_speed.py --device "$DEVICE" $TRAIN_STEPS --amp \
   --channels-last --json
+
+check bench-pack-speed "$PY" benchmarks/pack_speed.py --device "$DEVICE" --quick --profile \
+  --json
 
 if [ "$FAILED" = 0 ]; then echo "all checks passed"; else echo "some checks FAILED"; fi
 exit "$FAILED"
