@@ -214,3 +214,22 @@ def test_paper_comparison_reads_the_paper_settings_not_the_training_presets(monk
     monkeypatch.setitem(train_config.PRESETS, "cifar10-resnet20", changed)
     assert paper_variant(paper) == ("cifar10-resnet20", "ntksap", None)
     assert paper_variant(t1) == ("cifar10-resnet20", "ntksap", 1)
+
+
+def test_learning_curves_are_drawn_from_each_runs_metrics(tmp_path, one_thread):
+    """A setting of a few finished runs gets a learning-curve figure drawn from their
+    metrics.jsonl; the records it plots are each run's own epochs."""
+    from ntksap.experiment import resolve, run_experiment
+    from ntksap.report import learning_curves, load_points, variant_labels
+
+    common = dict(dataset="synthetic", model="convnet", limit_per_class=12,
+                  train_overrides={"epochs": 3, "batch_size": 32})
+    for method, sparsity in (("dense", 0.0), ("magnitude", 0.9)):
+        run_experiment(resolve("cifar10-resnet20", method, sparsity, **common),
+                       out_dir=tmp_path / "runs", progress=False)
+    report = build_report(tmp_path / "runs", tmp_path / "report")
+    assert [p.name for p in report.figures if p.name.endswith("-curves.png")]
+    points = [p for p in load_points(tmp_path / "runs") if p.status == "done"]
+    curves = learning_curves(points, variant_labels(points))
+    assert sorted(curves) == ["dense 0 % seed 0", "magnitude 90 % seed 0"]
+    assert all([r["epoch"] for r in records] == [1, 2, 3] for records in curves.values())

@@ -82,6 +82,16 @@ def metrics_path(directory: Path) -> Path:
     return directory / METRICS
 
 
+def read_metrics(directory: Path) -> list[dict[str, Any]]:
+    """The per-epoch records of ``metrics.jsonl`` ([] when there is none or it cannot be
+    read)."""
+    try:
+        lines = (directory / METRICS).read_text(encoding="utf-8").splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
+    except (OSError, ValueError):
+        return []
+
+
 def round_dir(directory: Path, t: int) -> Path:
     """IMP round ``t``'s folder."""
     return directory / f"{ROUND}{t}"

@@ -86,6 +86,13 @@ def build_report(source: str | Path, out_dir: str | Path, *, sweep: str | None =
                "counted as pruned), ticks and the paper's numbers at the nominal one."
                if sparsity_axis == "effective" else ""),
             plots.accuracy_plot(setting, rows, mine, sparsity_axis), f"{slug}-accuracy.png"))
+        curves = learning_curves(mine, labels)
+        if curves:
+            figures.append(html.Figure(
+                setting, "Learning curves", "Test accuracy and training loss after each epoch, "
+                "one line per run (drawn for settings of at most "
+                f"{MAX_CURVES} finished runs).", plots.curves_plot(setting, curves),
+                f"{slug}-curves.png"))
         by_variant: dict[str, list[Point]] = {}
         for p in mine:
             if not is_baseline(p.method) and p.densities:
@@ -124,6 +131,22 @@ def build_report(source: str | Path, out_dir: str | Path, *, sweep: str | None =
     return report
 
 
+MAX_CURVES = 24  # learning curves are drawn for settings of at most this many finished runs
+
+
+def learning_curves(points: list[Point], labels: dict[str, str]) -> dict[str, list[dict]]:
+    """Each finished run's per-epoch records, by ``"<variant> <sparsity> % seed <seed>"``
+    ({} for a setting of more than :data:`MAX_CURVES` runs or without records)."""
+    if len(points) > MAX_CURVES:
+        return {}
+    curves = {}
+    for p in points:
+        records = rundir.read_metrics(p.run_dir) if p.run_dir else []
+        if records:
+            curves[f"{labels[p.key]} {100 * p.sparsity:g} % seed {p.seed}"] = records
+    return curves
+
+
 def _no_runs(source: Path, sweep: str | None) -> str:
     if source.is_dir():
         return (f"no run directories (folders with a {rundir.CONFIG}) under {str(source)!r}; give "
@@ -150,5 +173,6 @@ def _write_collapse(points: list[Point], path: Path) -> None:
 
 __all__ = [
     "REFERENCES", "Point", "Reference", "Report", "Row", "aggregate", "analyse",
-    "build_report", "collapsed", "load_points", "markdown", "path_check", "reference",
+    "build_report", "collapsed", "learning_curves", "load_points", "markdown", "path_check",
+    "reference", "variant_labels",
 ]

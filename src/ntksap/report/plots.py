@@ -1,5 +1,6 @@
 """The report's figures (matplotlib, Agg backend, PNG bytes): accuracy vs sparsity per setting
-with the paper's numbers overlaid, per-layer densities per method, NTK spectra."""
+with the paper's numbers overlaid, learning curves, per-layer densities per method, NTK
+spectra."""
 
 from __future__ import annotations
 
@@ -124,6 +125,28 @@ def accuracy_plot(setting: str, rows: list[Row], points: list[Point],
     ax.set_title(setting, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    return _png(fig)
+
+
+def curves_plot(setting: str, curves: dict[str, list[dict]]) -> bytes:
+    """Test accuracy and training loss per epoch, one line per run (``curves``: a run's label
+    -> its ``metrics.jsonl`` records)."""
+    fig, (acc, loss) = plt.subplots(1, 2, figsize=(11, 4))
+    seen: dict[str, int] = {}
+    for name, records in curves.items():
+        method = name.split()[0]
+        style = {**_style(name, method, seen), "marker": None}
+        epochs = [r["epoch"] for r in records]
+        acc.plot(epochs, [100 * r["test_acc"] for r in records], label=name, **style)
+        loss.plot(epochs, [r["loss"] for r in records], label=name, **style)
+    acc.set_ylabel("test accuracy %")
+    loss.set_ylabel("training loss")
+    loss.set_yscale("log")
+    for ax in (acc, loss):
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    acc.set_title(setting, fontsize=10)
+    acc.legend(fontsize=7, ncol=2)
     return _png(fig)
 
 
