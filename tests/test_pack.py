@@ -27,14 +27,6 @@ COMMON = dict(dataset="synthetic", model="convnet", limit_per_class=20,
 TIMING = ("seconds", "images_per_s")
 
 
-@pytest.fixture
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
-
-
 def _configs(**overrides):
     common = {**COMMON, **overrides}
     return [resolve("cifar10-resnet20", "snip", 0.8, seed=0, **common),
@@ -59,7 +51,7 @@ def _assert_close_states(a: dict, b: dict, tol: float) -> None:
 
 
 @pytest.mark.parametrize("gathered", [True, False])
-def test_a_pack_trains_each_network_as_its_separate_run(tmp_path, float64, one_thread,
+def test_a_pack_trains_each_network_as_its_separate_run(tmp_path, double_precision, one_thread,
                                                         monkeypatch, gathered):
     """Different methods, sparsities, seeds (so masks, theta_0, data order and augmentation),
     one dense: weights, BatchNorm running statistics, momentum, per-epoch losses and accuracies
@@ -103,7 +95,7 @@ def test_a_pack_trains_each_network_as_its_separate_run(tmp_path, float64, one_t
     assert not (tmp_path / "pack" / "packs").exists()  # the pack's checkpoint is gone
 
 
-def test_a_pack_of_one_equals_ntksap_run(tmp_path, float64, one_thread):
+def test_a_pack_of_one_equals_ntksap_run(tmp_path, double_precision, one_thread):
     config = _configs()[0]
     alone = run_experiment(config, out_dir=tmp_path / "a", progress=False)
     [member] = run_pack([config], out_dir=tmp_path / "b", progress=False)
@@ -125,7 +117,7 @@ def test_finished_runs_are_found_both_ways(tmp_path, one_thread):
     assert again["final_test_acc"] == packed[1].summary["final_test_acc"]
 
 
-def test_a_diverging_network_fails_alone(tmp_path, float64, one_thread, monkeypatch):
+def test_a_diverging_network_fails_alone(tmp_path, double_precision, one_thread, monkeypatch):
     """Network 1's weights are made NaN before training: it is stopped and failed with its
     epoch; networks 0 and 2 train exactly as their separate runs."""
     configs = _configs()
@@ -194,7 +186,7 @@ def test_kill_9_mid_pack_then_rerun_equals_an_uninterrupted_pack(tmp_path):
     ("resnet20", (3, 32, 32)), ("vgg11", (3, 32, 32)), ("tiny_resnet18", (3, 64, 64)),
     ("lenet300", (1, 28, 28)), ("lenet5", (1, 28, 28)), ("mlp", (1, 28, 28)),
     ("convnet", (3, 32, 32)), ("resnet18", (3, 64, 64))])
-def test_every_zoo_model_fuses_exactly(name, shape, float64, one_thread):
+def test_every_zoo_model_fuses_exactly(name, shape, double_precision, one_thread):
     models = [build_model(name, 10, seed=s) for s in range(3)]
     fused = fuse(models)
     check_fused(fused, models, shape, tolerance=1e-10)
@@ -233,7 +225,7 @@ def test_a_forward_that_mixes_networks_is_refused():
         check_fused(fuse(models), models, (3, 8, 8))
 
 
-def test_the_fused_layout_keeps_each_network_in_its_block(float64):
+def test_the_fused_layout_keeps_each_network_in_its_block(double_precision):
     """Network 1's output does not move when network 0's input changes."""
     models = [build_model("convnet", 10, seed=s).eval() for s in range(2)]
     fused = fuse(models).eval()
@@ -312,7 +304,7 @@ def test_an_unfusable_model_fails_or_trains_run_by_run_when_asked(tmp_path, one_
     assert _metrics(results[1].summary) == _metrics(alone)
 
 
-def test_shared_stream_runs_share_one_stream_and_a_pack_draws_it_once(tmp_path, float64,
+def test_shared_stream_runs_share_one_stream_and_a_pack_draws_it_once(tmp_path, double_precision,
                                                                        one_thread):
     """shared_stream: recorded in each run's config and name; every such run trains on the
     same batches whatever its seed; a pack of them (one batch drawn for all) equals their
