@@ -11,7 +11,10 @@ report names it (``label``; ``baseline``: drawn as a reference line, no masks). 
 - ``prune``: prune at initialization with a registered method, then train (same driver);
 - ``imp``: lottery-ticket iterative magnitude pruning (:mod:`ntksap.sweep.imp`).
 
-A new kind of run (the packs issue's ``pack``) is one class and one entry of :data:`RUNNERS`.
+A new kind of run is one class and one entry of :data:`RUNNERS`. A pack
+(:mod:`ntksap.pack`) is not a kind of run but a way to train several dense and
+prune-at-initialization runs at once: each of its runs is still a ``dense`` or ``prune`` run,
+with the same config, directory, record and store row (:mod:`ntksap.sweep.packing`).
 """
 
 from __future__ import annotations
