@@ -283,8 +283,9 @@ def test_kill_9_of_the_sweep_then_rerun_loses_and_repeats_nothing(tmp_path):
         assert epochs == [1, 2, 3]  # a resumed run repeats no epoch
     report = build_report(db, tmp_path / "report")
     assert len(report.rows) == 4 and report.html.exists()
-    # accuracy, densities and the two methods' mask-overlap heatmap (since 8c0486b)
-    assert len(report.figures) == 3 and report.figures[-1].name.endswith("-overlap.png")
+    # accuracy, learning curves, densities and the two methods' mask-overlap heatmap
+    assert [f.name.rsplit("-", 1)[-1] for f in report.figures] == [
+        "accuracy.png", "curves.png", "1.png", "overlap.png"]
 
 
 def _orphan(db: str, ready) -> None:
