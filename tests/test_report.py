@@ -136,6 +136,12 @@ def test_report_builds_the_table_plots_and_collapse_flags(report):
     assert (ntk.n, ntk.best_mean, ntk.best_std) == (3, pytest.approx(82.0),
                                                     pytest.approx(2.0))
     assert ntk.final_mean == pytest.approx(81.0) and ntk.paper == 87.86 and not ntk.paper_approx
+    from dataclasses import replace
+
+    from ntksap.report.table import cell
+    assert cell(ntk).startswith("82.00 ± 2.00 (n=3)")
+    assert cell(replace(ntk, n=1, best_std=0.0)).startswith("82.00") and "±" not in cell(
+        replace(ntk, n=1, best_std=0.0))  # one seed: no standard deviation to show
     assert rows[("snip", 95.6)].paper == 82.9 and rows[("snip", 95.6)].paper_approx
     assert rows[("snip", 95.6)].collapsed == 1 and rows[("snip", 95.6)].disconnected == 1
     assert rows[("dense", 0.0)].best_mean == pytest.approx(90.0)

@@ -150,10 +150,11 @@ def write_csv(rows: list[Row], path: str | Path) -> None:
 
 
 def cell(row: Row) -> str:
-    """``mean ± std`` of the best-epoch accuracy, with the seed count and a collapse flag."""
-    text = f"{row.best_mean:.2f} ± {row.best_std:.2f}"
+    """``mean ± std`` of the best-epoch accuracy (one seed: its accuracy alone, a standard
+    deviation needs two), with the seed count and a collapse flag."""
+    text = f"{row.best_mean:.2f}"
     if row.n != 1:
-        text += f" (n={row.n})"
+        text += f" ± {row.best_std:.2f} (n={row.n})"
     if row.collapsed:
         text += f" ⚠{row.collapsed}"
     if row.effective_sparsity is not None and row.effective_sparsity - row.sparsity >= 0.005:
