@@ -117,10 +117,12 @@ def test_finished_runs_are_found_both_ways(tmp_path, one_thread):
     assert again["final_test_acc"] == packed[1].summary["final_test_acc"]
 
 
-def test_a_diverging_network_fails_alone(tmp_path, double_precision, one_thread, monkeypatch):
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_a_diverging_network_fails_alone(tmp_path, double_precision, one_thread, monkeypatch,
+                                         optimizer):
     """Network 1's weights are made NaN before training: it is stopped and failed with its
-    epoch; networks 0 and 2 train exactly as their separate runs."""
-    configs = _configs()
+    epoch; networks 0 and 2 train exactly as their separate runs (SGD and AdamW states)."""
+    configs = _configs(train_overrides={"epochs": 2, "batch_size": 16, "optimizer": optimizer})
     fused_model = pack_train._fused_model
 
     def poisoned(members, device, config):

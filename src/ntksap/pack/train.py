@@ -313,10 +313,12 @@ def _autocast(config: TrainConfig, device: torch.device) -> Any:
 
 @torch.no_grad()
 def _stop(model: nn.Module, optimizer: torch.optim.Optimizer, m: int, size: int) -> None:
-    """Set network ``m``'s parameters, momentum and BatchNorm statistics to zero (variance to
-    one): a stopped network computes nothing that is not finite and takes no more steps."""
-    tensors = [*model.parameters(), *(optimizer.state[p].get("momentum_buffer")
-                                      for p in model.parameters() if p in optimizer.state)]
+    """Set network ``m``'s parameters, optimizer state (SGD's momentum, AdamW's moments) and
+    BatchNorm statistics to zero (variance to one): a stopped network computes nothing that is
+    not finite and takes no more steps."""
+    tensors = [*model.parameters(), *(value for p in model.parameters()
+                                      for value in optimizer.state.get(p, {}).values()
+                                      if torch.is_tensor(value))]
     for name, buffer in model.named_buffers():
         if name.endswith("running_mean") or name.endswith("running_var"):
             block = buffer.view(size, -1)[m]
