@@ -199,20 +199,6 @@ def split_state(fused: Mapping[str, torch.Tensor], shapes: Mapping[str, torch.Si
     return states
 
 
-def stack_states(states: Sequence[Mapping[str, torch.Tensor]],
-                 fused: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The fused state dict of M networks' state dicts (the inverse of :func:`split_state`):
-    shaped like ``fused`` (a fused module's state dict)."""
-    out = {}
-    for key, target in fused.items():
-        parts = [s[key] for s in states]
-        if target.dim() == 0 or target.numel() == parts[0].numel() and len(parts) > 1:
-            out[key] = parts[0].clone()
-        else:
-            out[key] = torch.stack(parts).reshape(target.shape)
-    return out
-
-
 def stack_masks(masks: Sequence[Masks], fused: nn.Module) -> Masks:
     """The masks of a fused module from each network's (a network without masks, dense, keeps
     every weight of the layers the others mask). Layers are those of ``masks``' union."""

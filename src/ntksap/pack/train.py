@@ -51,7 +51,7 @@ from ..masks import Masks
 from ..models import build_model
 from ..train import checkpoint as ck
 from ..train.config import TrainConfig
-from ..train.loop import History, run_result
+from ..train.loop import History, autocast, run_result
 from ..train.schedule import build_optimizer, build_scheduler
 from .data import pack_stream
 from .fuse import (
@@ -155,8 +155,9 @@ def _train_fused(configs: list[RunConfig], out_dir: str | Path, data_dir: str | 
     members = []
     for config in configs:
         model = build_model(config.model, config.num_classes, seed=config.seed)
-        train_loader, test_loader = loaders(config, bundle, device)
-        members.append(_Member(config, run_dir(config, out_dir), model, train_loader))
+        members.append(_Member(config, run_dir(config, out_dir), model,
+                               loaders(config, bundle, device)[0]))
+    test_loader = loaders(first, bundle, device)[1]  # the same for every network
     check_model(members[0].model, bundle.input_shape, first)
     check_batches(members[0].loader, first)
     sample = [m.model for m in members[:2]]  # two networks show any mixing; cheaper than M
@@ -261,7 +262,7 @@ def _epoch(model: nn.Module, members: list[_Member], test_loader: Any,
     with tqdm(total=len(stream), desc=f"pack of {size}, epoch {epoch + 1}/{config.epochs}",
               unit="batch", disable=not progress, dynamic_ncols=True) as bar:
         for x, y in stream:
-            with _autocast(config, device):
+            with autocast(config, device):
                 logits = split_logits(model(x), size)
                 losses = F.cross_entropy(logits.transpose(1, 2), y, reduction="none",
                                          label_smoothing=config.label_smoothing).mean(0)
@@ -295,7 +296,7 @@ def _evaluate(model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Tenso
     correct = torch.zeros(size, device=device, dtype=torch.long)
     count = 0
     for x, y in loader:
-        with _autocast(config, device):
+        with autocast(config, device):
             logits = split_logits(model(stack_inputs([x] * size)), size)
         targets = y[:, None].expand(-1, size)
         loss_sum += F.cross_entropy(logits.float().transpose(1, 2), targets,
@@ -303,12 +304,6 @@ def _evaluate(model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Tenso
         correct += (logits.argmax(-1) == targets).sum(0)
         count += y.shape[0]
     return loss_sum, correct, count
-
-
-def _autocast(config: TrainConfig, device: torch.device) -> Any:
-    if config.amp and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 @torch.no_grad()

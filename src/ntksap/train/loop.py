@@ -40,7 +40,8 @@ def _prepare(x: torch.Tensor, y: torch.Tensor, device: torch.device, channels_la
     return x, y.to(device, non_blocking=True)
 
 
-def _autocast(config: TrainConfig, device: torch.device) -> Any:
+def autocast(config: TrainConfig, device: torch.device) -> Any:
+    """bf16 autocast when the config asks for it on CUDA, else nothing."""
     if config.amp and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return nullcontext()
@@ -56,7 +57,7 @@ def train_one_epoch(net: nn.Module, loader: Batches, optimizer: torch.optim.Opti
     every = max(1, (bar.total or 100) // 10)
     for step, (x, y) in enumerate(loader, 1):
         x, y = _prepare(x, y, device, config.channels_last)
-        with _autocast(config, device):
+        with autocast(config, device):
             logits = net(x)
             loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
@@ -82,7 +83,7 @@ def evaluate(model: nn.Module, loader: Batches, config: TrainConfig, device: tor
     count = 0
     for x, y in loader:
         x, y = _prepare(x, y, device, config.channels_last)
-        with _autocast(config, device):
+        with autocast(config, device):
             logits = model(x)
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
         correct += (logits.argmax(1) == y).sum()
