@@ -39,6 +39,7 @@ from .errors import (
     RunLockedError,
     UnknownNameError,
 )
+from .init import KAIMING, check_init
 from .masks import Masks, measured_sparsity
 from .methods import METHODS, check_options, method_class, option_defaults, option_fields
 from .models import build_model, model_spec
@@ -87,6 +88,7 @@ class RunConfig:
     method_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     holdout: float = 0.0  # fraction of the training set held out for validation; 0 = none
     shared_stream: bool = False  # train on the shared data stream (SHARED_STREAM_SEED)
+    init: str = KAIMING  # how theta_0 is drawn (ntksap.init.INITS)
 
 
 def resolve(preset: str, method: str, sparsity: float, *, seed: int = 0,
@@ -96,7 +98,7 @@ def resolve(preset: str, method: str, sparsity: float, *, seed: int = 0,
             limit_per_class: int | None = None, train_overrides: dict[str, Any] | None = None,
             eps: float | None = None, holdout: float | None = None,
             method_options: Mapping[str, Any] | None = None,
-            shared_stream: bool = False) -> RunConfig:
+            shared_stream: bool = False, init: str | None = None) -> RunConfig:
     """A complete :class:`RunConfig` from a preset and the flags that override it.
 
     ``method_options`` are the method's options (names and types checked against its
@@ -106,7 +108,10 @@ def resolve(preset: str, method: str, sparsity: float, *, seed: int = 0,
     ``holdout`` (default: the preset's) is the fraction of the training set held out as a
     validation split, in [0, 1). ``shared_stream`` trains on the data stream of
     :data:`SHARED_STREAM_SEED` (the same batches for every run) instead of the run's own; the
-    runs of a pack that all have it share one stream, which is cheaper.
+    runs of a pack that all have it share one stream, which is cheaper. ``init`` names how
+    theta_0 (the weights that are scored and trained) is drawn (:data:`ntksap.init.INITS`;
+    default ``kaiming``, every preset's); NTK-SAP's fresh draws inside its scoring stay
+    Kaiming-normal, as its paper's, and the ``reinit`` sanity check needs the default.
 
     ``None`` (or ``""`` for a name) means "not given": the preset's or the method's value.
     A given count (num_classes, rounds, repeats, limit_per_class) must be a whole number >= 1:
@@ -118,6 +123,8 @@ def resolve(preset: str, method: str, sparsity: float, *, seed: int = 0,
     if not isinstance(shared_stream, bool):
         raise ConfigError(f"shared_stream (--shared-stream) is true or false; got "
                           f"{shared_stream!r}")
+    init = init or KAIMING
+    check_init(init, transform)
     if holdout is not None and not (_is_number(holdout) and 0 <= holdout < 1):
         raise ConfigError(f"holdout (--holdout) is the fraction of the training set held out "
                           f"for validation, in [0, 1); got {holdout!r}")
@@ -150,7 +157,8 @@ def resolve(preset: str, method: str, sparsity: float, *, seed: int = 0,
         rounds=rounds or preset_rounds or 0, scope=scope, transform=transform or "",
         limit_per_class=limit_per_class or 0,
         train=dataclasses.replace(p.train, **(train_overrides or {})), method_options=options,
-        holdout=float(p.holdout if holdout is None else holdout), shared_stream=shared_stream)
+        holdout=float(p.holdout if holdout is None else holdout), shared_stream=shared_stream,
+        init=init)
     check_method_options(config)
     return config
 
@@ -241,8 +249,8 @@ def identity(config: RunConfig) -> dict[str, Any]:
     NTK-SAP's ``repeats`` (0 when the method has none) and a set ``eps`` at the top level as
     they were before ``method_options`` existed, the other options under ``method_options``,
     and fields added later left out at their default (``eps``, ``holdout`` = 0, no other
-    option, ``shared_stream`` false), so that every run directory made before keeps its
-    name."""
+    option, ``shared_stream`` false, ``init`` kaiming), so that every run directory made
+    before keeps its name."""
     fields = dataclasses.asdict(config)
     options = fields.pop("method_options")
     repeats = options.get("repeats")
@@ -254,6 +262,8 @@ def identity(config: RunConfig) -> dict[str, Any]:
     for later in ("holdout", "shared_stream"):
         if not fields.get(later):
             fields.pop(later, None)
+    if fields.get("init") == KAIMING:
+        fields.pop("init")
     return fields
 
 
@@ -337,7 +347,7 @@ def run_experiment(config: RunConfig, *, out_dir: str | Path = "runs",
     logging = logging or LoggingConfig()
     check_logging(logging)
     bundle = open_data(config, data_dir, download, progress)
-    model = build_model(config.model, config.num_classes, seed=config.seed)
+    model = build_model(config.model, config.num_classes, seed=config.seed, init=config.init)
     check_model(model, bundle.input_shape, config)
     batches = loaders(config, bundle, device, rank, world)
     check_batches(batches[0], config)

@@ -1,14 +1,67 @@
-"""Weight initialization of any model: the model zoo's and NTK-SAP's fresh weight draws."""
+"""Weight initialization of any model: the model zoo's and NTK-SAP's fresh weight draws.
+
+Two schemes, by name (:data:`INITS`, a run's ``init`` field):
+
+- ``kaiming`` (the default; the NTK-SAP reference's): Kaiming-normal, std sqrt(2 / fan_in).
+- ``variance-scaling``: the SNIP public code's ``tf.variance_scaling_initializer()`` with its
+  defaults (scale 1, fan_in, truncated normal): a normal cut at two standard deviations,
+  scaled so that the variance is 1 / fan_in (LeCun-normal), half Kaiming's variance.
+
+Both leave biases and normalization shifts at zero and normalization scales at one.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
+from .errors import ConfigError, UnknownNameError
+
 _CONV_LINEAR = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 _NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
+
+
+KAIMING = "kaiming"
+VARIANCE_SCALING = "variance-scaling"
+# std of a standard normal truncated to [-2, 2]: dividing by it restores unit variance
+_TRUNCATED_STD = 0.87962566103423978
+
+
+def initialize_(model: nn.Module, init: str = KAIMING,
+                generator: torch.Generator | None = None) -> nn.Module:
+    """Re-initialize ``model`` in place with the scheme named ``init`` (see :data:`INITS`)."""
+    if init not in INITS:
+        raise UnknownNameError("init", init, INITS)
+    return INITS[init](model, generator)
+
+
+def check_init(init: str, transform: str | None = None) -> None:
+    """``init`` must be a known scheme; the ``reinit`` sanity check (which re-draws
+    Kaiming-normal weights) needs the default."""
+    if init not in INITS:
+        raise UnknownNameError("init", init, INITS)
+    if init != KAIMING and transform == "reinit":
+        raise ConfigError(f"the reinit sanity check re-draws Kaiming-normal weights; it cannot "
+                          f"be combined with init {init!r}: drop one of them")
+
+
+def variance_scaling_init_(model: nn.Module, generator: torch.Generator | None = None
+                           ) -> nn.Module:
+    """Re-initialize ``model`` in place as the SNIP code initializes its networks.
+
+    Conv/Linear weights: ``tf.variance_scaling_initializer()`` at its defaults (TensorFlow
+    >= 1.12): a normal truncated at +-2 standard deviations whose variance is 1 / fan_in
+    (its std before the cut: sqrt(1 / fan_in) / 0.8796); their biases zero (the SNIP code's
+    ``initializer_b_ap``). Everything else as :func:`kaiming_init_`.
+    """
+    def draw(weight: torch.Tensor, fan_in: int) -> torch.Tensor:
+        std = math.sqrt(1.0 / fan_in) / _TRUNCATED_STD
+        out = torch.empty(weight.shape, dtype=weight.dtype, device=weight.device)
+        return nn.init.trunc_normal_(out, 0.0, std, -2 * std, 2 * std, generator=generator)
+    return _initialize(model, draw, generator)
 
 
 def kaiming_init_(model: nn.Module, generator: torch.Generator | None = None) -> nn.Module:
@@ -22,18 +75,21 @@ def kaiming_init_(model: nn.Module, generator: torch.Generator | None = None) ->
     ``generator`` must live on the model's device (or be None for the global RNG).
     Works on masked models too: a parametrized weight is re-drawn through its ``original``.
     """
+    def draw(weight: torch.Tensor, fan_in: int) -> torch.Tensor:
+        return torch.randn(weight.shape, generator=generator, dtype=weight.dtype,
+                           device=weight.device) * math.sqrt(2.0 / fan_in)
+    return _initialize(model, draw, generator)
+
+
+def _initialize(model: nn.Module, draw: Callable[[torch.Tensor, int], torch.Tensor],
+                generator: torch.Generator | None) -> nn.Module:
+    """Conv/Linear weights from ``draw(weight, fan_in)``, biases zero; norms 1 and 0; other
+    modules with parameters by their own ``reset_parameters``."""
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, _CONV_LINEAR):
                 weight = _raw_weight(module)
-                fan_in = weight[0].numel()
-                std = math.sqrt(2.0 / fan_in)
-                weight.copy_(
-                    torch.randn(
-                        weight.shape, generator=generator, dtype=weight.dtype, device=weight.device
-                    )
-                    * std
-                )
+                weight.copy_(draw(weight, weight[0].numel()))
                 if module.bias is not None:
                     module.bias.zero_()
             elif isinstance(module, _NORMS):
@@ -60,3 +116,7 @@ def _raw_weight(module: nn.Module) -> torch.Tensor:
 
 def _owns_parameters(module: nn.Module) -> bool:
     return any(True for _ in module.parameters(recurse=False))
+
+
+INITS: dict[str, Callable[..., nn.Module]] = {KAIMING: kaiming_init_,
+                                             VARIANCE_SCALING: variance_scaling_init_}

@@ -16,6 +16,7 @@ from ..effective import UntraceableModelError
 from ..engine import SCHEDULES, TRANSFORMS, check_sparsity, make_method, prune
 from ..errors import ConfigError
 from ..experiment import check_device
+from ..init import INITS, KAIMING, check_init
 from ..masks import Masks, exclude_layers
 from ..methods import METHODS
 from ..methods.base import PRUNING_BATCH_SIZE
@@ -65,6 +66,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "sum their gradients over the batches, NTK-SAP makes one draw per "
                         "batch per repeat")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init", choices=sorted(INITS), default=KAIMING,
+                   help="how the weights that are scored are drawn (see ntksap.init)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default=None, help="mask file to write")
     p.add_argument("--json", action="store_true", help="print one JSON object, no table")
@@ -74,7 +77,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     options = method_options(args)
     device = _check(args, options)
-    model = build_model(args.model, args.num_classes, seed=args.seed).to(device)
+    model = build_model(args.model, args.num_classes, seed=args.seed,
+                        init=args.init).to(device)
     input_shape = tuple(args.input_shape or model_spec(args.model).input_shape)
     data = _pruning_set(args) if args.dataset else None
     start = time.perf_counter()
@@ -140,6 +144,7 @@ def _check(args: argparse.Namespace, options: dict[str, Any]) -> torch.device:
                           f"{args.num_classes}")
     make_method(args.method, options)  # unknown method or option, option out of range
     check_sparsity(args.sparsity)
+    check_init(args.init, args.transform)
     if args.rounds is not None and args.rounds < 1:
         raise ConfigError(f"--rounds must be >= 1 (T, the pruning rounds); got {args.rounds}; "
                           "leave it out for the method's own")

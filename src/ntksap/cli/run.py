@@ -17,6 +17,7 @@ from .. import rundir
 from ..engine import TRANSFORMS
 from ..errors import ConfigError
 from ..experiment import DENSE, check_device, resolve, run_experiment
+from ..init import INITS
 from ..methods import METHODS, method_class
 from ..selection import SCOPES
 from ..train import PRESETS, TrainConfig
@@ -71,6 +72,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--holdout", type=float, default=None, metavar="FRACTION",
                    help="fraction of the training set held out for validation, in [0, 1) "
                         "(default: the preset's; 0.1 for the MNIST presets, else 0)")
+    g.add_argument("--init", choices=sorted(INITS), default=None,
+                   help="how theta_0 is drawn: kaiming (default, every preset's) or "
+                        "variance-scaling (the SNIP code's; see ntksap.init)")
     g.add_argument("--shared-stream", action="store_true",
                    help="train on the shared data stream (order and augmentation of seed 0, "
                         "the same for every run) instead of this run's seed's own")
@@ -103,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
             method_options=parse_options(args.option, eps=args.eps, samples=args.samples),
             scope=args.scope, transform=args.transform,
             limit_per_class=args.limit_per_class, holdout=args.holdout,
-            shared_stream=args.shared_stream,
+            shared_stream=args.shared_stream, init=args.init,
             train_overrides=dataclass_overrides(TrainConfig, args))
         summary = run_experiment(config, out_dir=args.out_dir, data_dir=args.data_dir,
                                  download=args.download, device=device,

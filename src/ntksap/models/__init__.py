@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..errors import UnknownNameError
-from ..init import kaiming_init_
+from ..init import KAIMING, initialize_, kaiming_init_
 from . import cifar_resnet, imagenet_resnet, lenet, small, vgg
 
 
@@ -46,14 +46,16 @@ def model_spec(name: str) -> ModelSpec:
     return MODELS[name]
 
 
-def build_model(name: str, num_classes: int = 10, seed: int | None = None) -> nn.Module:
-    """Build a registered model, Kaiming-initialized (reference section 3, step 1).
+def build_model(name: str, num_classes: int = 10, seed: int | None = None,
+                init: str = KAIMING) -> nn.Module:
+    """Build a registered model, initialized by the scheme ``init`` (default Kaiming-normal,
+    reference section 3, step 1; see :mod:`ntksap.init`).
 
     With ``seed`` the initialization is reproducible; without it the global RNG is used.
     """
     model = model_spec(name).factory(num_classes)
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
-    return kaiming_init_(model, generator)
+    return initialize_(model, init, generator)
 
 
 __all__ = ["MODELS", "ModelSpec", "build_model", "kaiming_init_", "model_spec"]

@@ -26,6 +26,7 @@ import torch
 
 from .. import rundir
 from ..errors import ConfigError
+from ..init import KAIMING
 from ..masks import Masks
 from ..models import build_model, model_spec
 from .compare import DENSE_NETWORK, compare_spectra, finite
@@ -135,7 +136,7 @@ def run_spectrum(directory: str | Path, *, inputs: int = 100, input_seed: int = 
         if all(old.get(k) == v for k, v in settings.items()):
             return {**old, "skipped": True}
     model = build_model(config["model"], int(config["num_classes"]),
-                        seed=int(config.get("seed", 0)))
+                        seed=int(config.get("seed", 0)), init=config.get("init") or KAIMING)
     if target.weights is not None:  # the run's own theta_0 (the seed rebuilds it too)
         model.load_state_dict(torch.load(target.weights, map_location="cpu",
                                          weights_only=True))

@@ -154,7 +154,8 @@ def _train_fused(configs: list[RunConfig], out_dir: str | Path, data_dir: str | 
     bundle = open_data(first, data_dir, download, progress)
     members = []
     for config in configs:
-        model = build_model(config.model, config.num_classes, seed=config.seed)
+        model = build_model(config.model, config.num_classes, seed=config.seed,
+                            init=config.init)
         members.append(_Member(config, run_dir(config, out_dir), model,
                                loaders(config, bundle, device)[0]))
     test_loader = loaders(first, bundle, device)[1]  # the same for every network

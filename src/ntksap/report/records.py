@@ -21,6 +21,7 @@ from typing import Any
 from .. import rundir
 from ..errors import ConfigError
 from ..experiment import normalize_record
+from ..init import KAIMING
 from ..rundir import read_json
 from ..runners import Runner, label, runner_for_job
 from ..train import get_preset
@@ -216,6 +217,8 @@ def setting_of(point: Point) -> str:
     holdout = point.config.get("holdout") or 0.0  # runs before the field: none
     if defaults and holdout != defaults["holdout"]:
         bits.append(f"holdout={holdout:g}")
+    if point.config.get("init", KAIMING) != KAIMING:  # runs before the field: Kaiming
+        bits.append(f"init={point.config['init']}")
     train, base = point.config.get("train") or {}, defaults.get("train") or {}
     for name, value in sorted(train.items()):
         if name in base and _plain(base[name]) != _plain(value):

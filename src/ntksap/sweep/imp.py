@@ -108,7 +108,7 @@ def run_imp(config: ImpConfig, *, out_dir: str | Path = "runs",
 
     bundle = open_data(run, data_dir, download, progress)
     batches = loaders(run, bundle, device)
-    model = build_model(run.model, run.num_classes, seed=run.seed)
+    model = build_model(run.model, run.num_classes, seed=run.seed, init=run.init)
     theta0 = {k: v.clone() for k, v in model.state_dict().items()}
     rundir.save_init(directory, theta0)
 
@@ -125,7 +125,7 @@ def run_imp(config: ImpConfig, *, out_dir: str | Path = "runs",
                           input_shape=bundle.input_shape, seed=run.seed, device=device)
             masks.meta.update(model=run.model, num_classes=run.num_classes, imp_round=t)
             rundir.save_masks(folder, masks, masks.layers())
-        model = build_model(run.model, run.num_classes, seed=run.seed)
+        model = build_model(run.model, run.num_classes, seed=run.seed, init=run.init)
         model.load_state_dict(rewind)
         result = train(model, *batches, run.train, folder, device=device, masks=masks,
                        progress=progress)

@@ -18,7 +18,7 @@ A spec (see ``configs/*.yaml``)::
 
 Fields of a point: every :class:`~ntksap.experiment.RunConfig` field (preset, method,
 sparsity, seed, dataset, model, num_classes, rounds, scope, transform, limit_per_class,
-holdout), ``c`` or ``density`` instead of sparsity, the method's options
+holdout, shared_stream, init), ``c`` or ``density`` instead of sparsity, the method's options
 (``method_options: {eps: 0.001}`` or ``method_options.eps: [0.001, 0.01]`` as an axis;
 ``repeats`` and ``eps`` are shorthands for NTK-SAP's), every
 :class:`~ntksap.train.TrainConfig` field (``epochs``, ``lr``, ... or ``train: {...}``), and

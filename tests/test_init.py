@@ -1,0 +1,126 @@
+"""Weight initialization schemes (ntksap.init) and a run's ``init`` field.
+
+The variance-scaling oracle is the distribution itself, from the SNIP code's
+``tf.variance_scaling_initializer()`` defaults: a zero-mean normal cut at two of its standard
+deviations, scaled so that the variance is 1 / fan_in. For a standard normal cut at +-2:
+P(|z| <= 2) = erf(sqrt 2), its variance is 1 - 4 phi(2) / P(|z| <= 2), and a fraction
+erf(1 / sqrt 2) / erf(sqrt 2) of it lies within one standard deviation of the uncut normal.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import ntksap
+from ntksap.errors import ConfigError, UnknownNameError
+from ntksap.experiment import identity, resolve, run_dir, run_experiment
+from ntksap.init import initialize_
+
+TINY = dict(dataset="synthetic", model="convnet", limit_per_class=10,
+            train_overrides={"epochs": 1, "batch_size": 8})
+
+
+def _cut_normal():
+    """(variance, share within one sigma) of a standard normal cut at +-2, from erf alone."""
+    inside = math.erf(math.sqrt(2))
+    density_at_2 = math.exp(-2) / math.sqrt(2 * math.pi)
+    return 1 - 4 * density_at_2 / inside, math.erf(1 / math.sqrt(2)) / inside
+
+
+def test_variance_scaling_draws_the_cut_normal_of_variance_one_over_fan_in():
+    layer = nn.Linear(400, 5000)
+    initialize_(layer, "variance-scaling", torch.Generator().manual_seed(0))
+    w = layer.weight.detach().double().flatten()
+    cut_variance, within_one = _cut_normal()
+    sigma = math.sqrt(1 / 400 / cut_variance)  # the uncut normal's std
+    assert w.var().item() == pytest.approx(1 / 400, rel=0.01)
+    assert w.abs().max().item() <= 2 * sigma * (1 + 1e-6)
+    assert w.abs().max().item() > 1.95 * sigma  # cut at 2 sigma, not before
+    assert (w.abs() <= sigma).double().mean().item() == pytest.approx(within_one, abs=0.003)
+    assert abs(w.mean().item()) < 3 * math.sqrt(1 / 400 / w.numel())
+    assert torch.count_nonzero(layer.bias) == 0
+
+
+def test_variance_scaling_counts_a_convolutions_fan_in_over_its_kernel():
+    conv = nn.Conv2d(16, 512, 3)
+    initialize_(conv, "variance-scaling", torch.Generator().manual_seed(1))
+    assert conv.weight.var().item() == pytest.approx(1 / (16 * 9), rel=0.02)
+
+
+def test_kaiming_stays_the_uncut_normal_of_variance_two_over_fan_in():
+    layer = nn.Linear(400, 5000)
+    initialize_(layer, "kaiming", torch.Generator().manual_seed(0))
+    w = layer.weight.detach().double()
+    assert w.var().item() == pytest.approx(2 / 400, rel=0.01)
+    assert w.abs().max().item() > 3 * math.sqrt(2 / 400)  # the tails are not cut
+
+
+def test_build_model_init_is_seeded_and_resets_norms():
+    a = ntksap.build_model("resnet20", seed=3, init="variance-scaling")
+    b = ntksap.build_model("resnet20", seed=3, init="variance-scaling")
+    c = ntksap.build_model("resnet20", seed=4, init="variance-scaling")
+    assert torch.equal(a.conv1.weight, b.conv1.weight)
+    assert not torch.equal(a.conv1.weight, c.conv1.weight)
+    assert (a.bn1.weight == 1).all() and (a.bn1.bias == 0).all()
+    with pytest.raises(UnknownNameError, match="unknown init 'xavier'.*kaiming"):
+        ntksap.build_model("resnet20", init="xavier")
+
+
+def test_init_is_part_of_a_runs_identity_only_when_not_the_default():
+    default = resolve("cifar10-resnet20", "snip", 0.9, **TINY)
+    snip_init = resolve("cifar10-resnet20", "snip", 0.9, init="variance-scaling", **TINY)
+    assert default.init == "kaiming" and "init" not in identity(default)
+    assert identity(snip_init)["init"] == "variance-scaling"
+    assert run_dir(default, "o") != run_dir(snip_init, "o")
+    assert run_dir(resolve("cifar10-resnet20", "snip", 0.9, init="kaiming", **TINY),
+                   "o") == run_dir(default, "o")
+    with pytest.raises(UnknownNameError, match="init"):
+        resolve("cifar10-resnet20", "snip", 0.9, init="he", **TINY)
+    with pytest.raises(ConfigError, match="reinit"):
+        resolve("cifar10-resnet20", "snip", 0.9, init="variance-scaling", transform="reinit",
+                **TINY)
+
+
+def test_a_run_scores_and_trains_the_weights_of_its_init(tmp_path):
+    config = resolve("cifar10-resnet20", "snip", 0.5, init="variance-scaling", **TINY)
+    summary = run_experiment(config, out_dir=tmp_path, progress=False)
+    directory = Path(summary["run_dir"])
+    theta0 = torch.load(directory / "init.pt", weights_only=True)
+    expected = ntksap.build_model("convnet", 10, seed=0, init="variance-scaling").state_dict()
+    assert all(torch.equal(theta0[k], v) for k, v in expected.items())
+    kaiming = ntksap.build_model("convnet", 10, seed=0).state_dict()
+    assert not all(torch.equal(theta0[k], v) for k, v in kaiming.items())
+    recorded = json.loads((directory / "config.json").read_text())
+    assert recorded["config"]["init"] == "variance-scaling"
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ntksap", *args], capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_cli_init_flags(tmp_path):
+    out = tmp_path / "m.pt"
+    done = _cli("prune", "--model", "lenet300", "--method", "magnitude", "--sparsity", "0.9",
+                "--init", "variance-scaling", "--out", str(out), "--json")
+    assert done.returncode == 0, done.stderr
+    masks = ntksap.Masks.load(out)
+    model = ntksap.build_model("lenet300", 10, seed=0, init="variance-scaling")
+    kept = model.fc1.weight.abs()[masks["fc1"]]
+    assert kept.min() >= model.fc1.weight.abs()[~masks["fc1"]].max()  # magnitude of that draw
+    bad = _cli("prune", "--model", "lenet300", "--method", "snip", "--sparsity", "0.9",
+               "--init", "variance-scaling", "--transform", "reinit")
+    assert bad.returncode == 2 and "reinit" in bad.stderr and "Traceback" not in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
+    unknown = _cli("run", "--preset", "mnist-lenet300", "--method", "dense", "--init", "he",
+                   "--out-dir", str(tmp_path / "runs"))
+    assert unknown.returncode == 2 and "--init" in unknown.stderr
+    assert not (tmp_path / "runs").exists()
