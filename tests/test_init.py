@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 import ntksap
-from ntksap.errors import ConfigError, UnknownNameError
+from ntksap.errors import UnknownNameError
 from ntksap.experiment import identity, resolve, run_dir, run_experiment
 from ntksap.init import initialize_
 
@@ -84,9 +84,50 @@ def test_init_is_part_of_a_runs_identity_only_when_not_the_default():
                    "o") == run_dir(default, "o")
     with pytest.raises(UnknownNameError, match="init"):
         resolve("cifar10-resnet20", "snip", 0.9, init="he", **TINY)
-    with pytest.raises(ConfigError, match="reinit"):
-        resolve("cifar10-resnet20", "snip", 0.9, init="variance-scaling", transform="reinit",
-                **TINY)
+
+
+def _is_variance_scaling(weight: torch.Tensor, rel: float = 0.02) -> bool:
+    """Variance 1 / fan_in within ``rel`` and nothing beyond the cut (2 sigma of the uncut
+    normal); a Kaiming draw of a few hundred weights or more fails both."""
+    w = weight.detach().double().flatten()
+    fan_in = weight[0].numel()
+    sigma = math.sqrt(1 / fan_in / _cut_normal()[0])
+    return (abs(w.var().item() * fan_in - 1) < rel
+            and w.abs().max().item() <= 2 * sigma * (1 + 1e-6))
+
+
+def test_the_reinit_sanity_check_redraws_with_the_models_scheme():
+    model = ntksap.build_model("lenet300", seed=0, init="variance-scaling")
+    theta0 = model.fc1.weight.detach().clone()
+    assert _is_variance_scaling(theta0)
+    ntksap.prune(model, "magnitude", 0.9, transform="reinit", init="variance-scaling")
+    assert not torch.equal(model.fc1.weight, theta0) and _is_variance_scaling(model.fc1.weight)
+    kaiming = ntksap.build_model("lenet300", seed=0)
+    ntksap.prune(kaiming, "magnitude", 0.9, transform="reinit")
+    assert not _is_variance_scaling(kaiming.fc1.weight)
+    assert kaiming.fc1.weight.var().item() * 784 == pytest.approx(2, rel=0.02)
+    with pytest.raises(UnknownNameError, match="init"):
+        ntksap.prune(model, "magnitude", 0.9, init="lecun")
+
+
+def test_a_reinit_run_trains_a_fresh_draw_of_its_init(tmp_path):
+    """The run records theta_0 (the scored draw) and trains the reinit draw: both of the
+    run's scheme, not the same weights."""
+    from ntksap.experiment import open_data, prepare_run
+
+    config = resolve("cifar10-resnet20", "snip", 0.5, init="variance-scaling",
+                     transform="reinit", **TINY)
+    model = ntksap.build_model("convnet", 10, seed=0, init="variance-scaling")
+    theta0 = model.features[3].weight.detach().clone()
+    directory = tmp_path / "run"
+    directory.mkdir()
+    prepare_run(config, directory, open_data(config, None, False, False), model,
+                torch.device("cpu"), False)
+    recorded = torch.load(directory / "init.pt", weights_only=True)["features.3.weight"]
+    assert torch.equal(recorded, theta0)
+    trained_from = model.features[3].weight.detach()  # 1,152 weights: variance within 15 %
+    assert not torch.equal(trained_from, theta0)
+    assert _is_variance_scaling(trained_from, rel=0.15)
 
 
 def test_a_run_scores_and_trains_the_weights_of_its_init(tmp_path):
@@ -117,9 +158,8 @@ def test_cli_init_flags(tmp_path):
     kept = model.fc1.weight.abs()[masks["fc1"]]
     assert kept.min() >= model.fc1.weight.abs()[~masks["fc1"]].max()  # magnitude of that draw
     bad = _cli("prune", "--model", "lenet300", "--method", "snip", "--sparsity", "0.9",
-               "--init", "variance-scaling", "--transform", "reinit")
-    assert bad.returncode == 2 and "reinit" in bad.stderr and "Traceback" not in bad.stderr
-    assert len(bad.stderr.strip().splitlines()) == 1
+               "--init", "lecun")
+    assert bad.returncode == 2 and "--init" in bad.stderr and "Traceback" not in bad.stderr
     unknown = _cli("run", "--preset", "mnist-lenet300", "--method", "dense", "--init", "he",
                    "--out-dir", str(tmp_path / "runs"))
     assert unknown.returncode == 2 and "--init" in unknown.stderr

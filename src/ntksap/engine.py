@@ -19,8 +19,9 @@ from .errors import (
     MissingDataError,
     NonFiniteScoreError,
     NtksapError,
+    UnknownNameError,
 )
-from .init import kaiming_init_
+from .init import INITS, KAIMING, initialize_
 from .masks import LayerFilter, Masks, prunable_layers
 from .methods import Method, ScoreContext, ScoringNet, check_options, method_class
 from .methods.base import PRUNING_BATCH_SIZE
@@ -97,7 +98,8 @@ def prune(model: nn.Module, method: str | Method, sparsity: float, *,
           transform: str | None = None, layer_filter: LayerFilter | None = None,
           allow_layer_collapse: bool = True, device: str | torch.device | None = None,
           channels_last: bool | None = None, progress: bool = False,
-          on_round: Callable[[int, Masks], None] | None = None, **options: Any) -> Masks:
+          on_round: Callable[[int, Masks], None] | None = None, init: str = KAIMING,
+          **options: Any) -> Masks:
     """Prune ``model`` at initialization and return its :class:`Masks` (``masks.apply(model)``
     masks it).
 
@@ -138,15 +140,19 @@ def prune(model: nn.Module, method: str | Method, sparsity: float, *,
             GraSP's kept weights; the default contiguous layout matches the reference
             procedure exactly (benchmarks/RESULTS.md has the speed trade-off).
         on_round: called as ``on_round(t, masks)`` after each round.
+        init: how ``model`` was initialized (``ntksap.init.INITS``; default Kaiming-normal):
+            the scheme the "reinit" transform re-draws the weights with.
         **options: the method's hyper-parameters, e.g. ``repeats=5, eps=0.01`` for NTK-SAP.
     """
     start = time.perf_counter()
+    if init not in INITS:
+        raise UnknownNameError("init", init, INITS)
     scorer, plan = _validate(model, method, sparsity, rounds, schedule, scope, transform,
                              layer_filter, options)
     net, ctx = _prepare(model, scorer, plan.start_masks, input_shape, data, batch_size,
                         layer_filter, device, channels_last, seed)
     alive = _run_rounds(scorer, net, ctx, plan, seed, progress, on_round)
-    masks, collapsed = _finish(model, alive, plan, seed, allow_layer_collapse)
+    masks, collapsed = _finish(model, alive, plan, seed, allow_layer_collapse, init)
     masks.meta.update(
         method=scorer.name, sparsity=plan.sparsity, rounds=plan.rounds, schedule=schedule,
         scope=scope, seed=seed, transform=transform, input_shape=list(ctx.input_shape),
@@ -238,14 +244,14 @@ def _round(scorer: Method, net: ScoringNet, ctx: ScoreContext, alive: dict[str, 
 
 
 def _finish(model: nn.Module, alive: dict[str, torch.Tensor], plan: _Plan, seed: int,
-            allow_layer_collapse: bool) -> tuple[Masks, list[str]]:
+            allow_layer_collapse: bool, init: str) -> tuple[Masks, list[str]]:
     """The final masks on the CPU, after the shuffle or reinit transform, and the layers they
     leave empty (an error unless layer collapse is allowed)."""
     masks = Masks({n: m.cpu() for n, m in alive.items()})
     if plan.transform == "shuffle":
         masks = masks.shuffled(torch.Generator().manual_seed(seed))
     elif plan.transform == "reinit":
-        reinitialize(model, seed)
+        reinitialize(model, seed, init)
     collapsed = [r["name"] for r in masks.layers() if r["remaining"] == 0]
     if collapsed and not allow_layer_collapse:
         raise LayerCollapseError(
@@ -315,9 +321,10 @@ def _cuda_indices(device: torch.device) -> list[int]:
     return [device.index or 0] if device.type == "cuda" else []
 
 
-def reinitialize(model: nn.Module, seed: int) -> nn.Module:
-    """The "reinit" sanity check's fresh weights: a new Kaiming draw from ``seed + 1``."""
-    return kaiming_init_(model, torch.Generator(_model_device(model)).manual_seed(seed + 1))
+def reinitialize(model: nn.Module, seed: int, init: str = KAIMING) -> nn.Module:
+    """The "reinit" sanity check's fresh weights: a new draw of the scheme ``init`` (default
+    Kaiming-normal) from ``seed + 1``."""
+    return initialize_(model, init, torch.Generator(_model_device(model)).manual_seed(seed + 1))
 
 
 def _model_device(model: nn.Module) -> torch.device:

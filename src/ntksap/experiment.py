@@ -39,7 +39,7 @@ from .errors import (
     RunLockedError,
     UnknownNameError,
 )
-from .init import KAIMING, check_init
+from .init import INITS, KAIMING
 from .masks import Masks, measured_sparsity
 from .methods import METHODS, check_options, method_class, option_defaults, option_fields
 from .models import build_model, model_spec
@@ -110,8 +110,8 @@ def resolve(preset: str, method: str, sparsity: float, *, seed: int = 0,
     :data:`SHARED_STREAM_SEED` (the same batches for every run) instead of the run's own; the
     runs of a pack that all have it share one stream, which is cheaper. ``init`` names how
     theta_0 (the weights that are scored and trained) is drawn (:data:`ntksap.init.INITS`;
-    default ``kaiming``, every preset's); NTK-SAP's fresh draws inside its scoring stay
-    Kaiming-normal, as its paper's, and the ``reinit`` sanity check needs the default.
+    default ``kaiming``, every preset's; the ``reinit`` sanity check re-draws with it);
+    NTK-SAP's fresh draws inside its scoring stay Kaiming-normal, as in its paper.
 
     ``None`` (or ``""`` for a name) means "not given": the preset's or the method's value.
     A given count (num_classes, rounds, repeats, limit_per_class) must be a whole number >= 1:
@@ -124,7 +124,8 @@ def resolve(preset: str, method: str, sparsity: float, *, seed: int = 0,
         raise ConfigError(f"shared_stream (--shared-stream) is true or false; got "
                           f"{shared_stream!r}")
     init = init or KAIMING
-    check_init(init, transform)
+    if init not in INITS:
+        raise UnknownNameError("init", init, INITS)
     if holdout is not None and not (_is_number(holdout) and 0 <= holdout < 1):
         raise ConfigError(f"holdout (--holdout) is the fraction of the training set held out "
                           f"for validation, in [0, 1); got {holdout!r}")
@@ -634,13 +635,14 @@ def _masks(config: RunConfig, model: torch.nn.Module, bundle: Any, directory: Pa
         if rundir.existing_masks(directory) is not None:
             masks = rundir.load_masks(directory, model)
             if config.transform == "reinit":
-                reinitialize(model, config.seed)
+                reinitialize(model, config.seed, config.init)
         else:
             method = METHODS[config.method]
             data = bundle.pruning_set(seed=config.seed) if method.needs_data else None
             masks = prune(model, config.method, config.sparsity, rounds=config.rounds,
                           scope=config.scope, transform=config.transform or None,
                           input_shape=bundle.input_shape, data=data, seed=config.seed,
+                          init=config.init,
                           device=device, progress=progress, **method_options(config))
             masks.meta.update(model=config.model, num_classes=config.num_classes)
             rundir.save_masks(directory, masks, layer_report(model, masks, bundle.input_shape))

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .errors import ConfigError, UnknownNameError
+from .errors import UnknownNameError
 
 _CONV_LINEAR = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 _NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
@@ -36,16 +36,6 @@ def initialize_(model: nn.Module, init: str = KAIMING,
     if init not in INITS:
         raise UnknownNameError("init", init, INITS)
     return INITS[init](model, generator)
-
-
-def check_init(init: str, transform: str | None = None) -> None:
-    """``init`` must be a known scheme; the ``reinit`` sanity check (which re-draws
-    Kaiming-normal weights) needs the default."""
-    if init not in INITS:
-        raise UnknownNameError("init", init, INITS)
-    if init != KAIMING and transform == "reinit":
-        raise ConfigError(f"the reinit sanity check re-draws Kaiming-normal weights; it cannot "
-                          f"be combined with init {init!r}: drop one of them")
 
 
 def variance_scaling_init_(model: nn.Module, generator: torch.Generator | None = None

@@ -16,7 +16,7 @@ from ..effective import UntraceableModelError
 from ..engine import SCHEDULES, TRANSFORMS, check_sparsity, make_method, prune
 from ..errors import ConfigError
 from ..experiment import check_device
-from ..init import INITS, KAIMING, check_init
+from ..init import INITS, KAIMING
 from ..masks import Masks, exclude_layers
 from ..methods import METHODS
 from ..methods.base import PRUNING_BATCH_SIZE
@@ -67,7 +67,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "batch per repeat")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--init", choices=sorted(INITS), default=KAIMING,
-                   help="how the weights that are scored are drawn (see ntksap.init)")
+                   help="how the weights that are scored are drawn (see ntksap.init); "
+                        "--transform reinit re-draws them the same way")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default=None, help="mask file to write")
     p.add_argument("--json", action="store_true", help="print one JSON object, no table")
@@ -89,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         transform=args.transform,
         layer_filter=exclude_layers(*args.exclude) if args.exclude else None,
         allow_layer_collapse=not args.forbid_layer_collapse, device=device,
-        progress=not args.no_progress,
+        progress=not args.no_progress, init=args.init,
         **options)
     seconds = time.perf_counter() - start
     masks.meta.update(model=args.model, num_classes=args.num_classes)
@@ -144,7 +145,6 @@ def _check(args: argparse.Namespace, options: dict[str, Any]) -> torch.device:
                           f"{args.num_classes}")
     make_method(args.method, options)  # unknown method or option, option out of range
     check_sparsity(args.sparsity)
-    check_init(args.init, args.transform)
     if args.rounds is not None and args.rounds < 1:
         raise ConfigError(f"--rounds must be >= 1 (T, the pruning rounds); got {args.rounds}; "
                           "leave it out for the method's own")
