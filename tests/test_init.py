@@ -164,3 +164,18 @@ def test_cli_init_flags(tmp_path):
                    "--out-dir", str(tmp_path / "runs"))
     assert unknown.returncode == 2 and "--init" in unknown.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_report_sets_runs_of_another_init_apart():
+    """A run of another init is its own setting (its dense reference differs too); runs
+    recorded before the field, and Kaiming runs, share the preset's."""
+    from ntksap.report.records import Point, setting_of
+
+    def point(**config: object) -> Point:
+        return Point("k", "done", "snip", 0.95, 0, {"preset": "mnist-lenet300",
+                                                    "dataset": "mnist", "model": "lenet300",
+                                                    "holdout": 0.1, **config})
+
+    assert setting_of(point()) == setting_of(point(init="kaiming")) == "mnist-lenet300"
+    assert setting_of(point(init="variance-scaling")) == \
+        "mnist-lenet300 [init=variance-scaling]"
