@@ -102,7 +102,8 @@ def test_the_sweep_specs():
                                                    "dense"}
     assert {j.config["sparsity"] for j in table} == {0.0, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998}
     assert {j.config["seed"] for j in table} == {0, 1, 2}
-    snip = expand(load_spec(CONFIGS / "mnist-snip-table.yaml")).jobs
+    jobs = expand(load_spec(CONFIGS / "mnist-snip-table.yaml")).jobs
+    snip = [j for j in jobs if j.config.get("init", "kaiming") == "kaiming"]
     # the SNIP paper's Table 1: LeNet-300-100 at 95 and 98 %, LeNet-5-Caffe at 98 and 99 %
     points = {(j.config["preset"], j.config["sparsity"]) for j in snip
               if j.config["method"] != "dense"}
@@ -110,7 +111,13 @@ def test_the_sweep_specs():
                       ("mnist-lenet5", 0.98), ("mnist-lenet5", 0.99)}
     assert {j.config["method"] for j in snip} == {"snip", "ntksap", "synflow", "dense"}
     assert len(snip) == 2 * (2 * 3 * 3 + 3)
-    assert all(j.config["train"]["epochs"] == 139 for j in snip)
+    assert all(j.config["train"]["epochs"] == 139 for j in jobs)
+    # and the SNIP code's init (SNIP and dense), and its two-draw procedure (SNIP, reinit)
+    code = {(j.config["method"], j.config["sparsity"], j.config["transform"]) for j in jobs
+            if j.config.get("init") == "variance-scaling"}
+    assert code == {("dense", 0.0, ""), ("snip", 0.95, ""), ("snip", 0.98, ""),
+                    ("snip", 0.95, "reinit"), ("snip", 0.98, "reinit")}
+    assert len(jobs) == len(snip) + 5 * 3
 
 
 # Data: the hold-out, torchvision's files and download, the real archive ----------------------
