@@ -19,9 +19,8 @@ from .errors import (
     MissingDataError,
     NonFiniteScoreError,
     NtksapError,
-    UnknownNameError,
 )
-from .init import INITS, KAIMING, initialize_
+from .init import KAIMING, check_init, initialize_
 from .masks import LayerFilter, Masks, prunable_layers
 from .methods import Method, ScoreContext, ScoringNet, check_options, method_class
 from .methods.base import PRUNING_BATCH_SIZE
@@ -145,8 +144,7 @@ def prune(model: nn.Module, method: str | Method, sparsity: float, *,
         **options: the method's hyper-parameters, e.g. ``repeats=5, eps=0.01`` for NTK-SAP.
     """
     start = time.perf_counter()
-    if init not in INITS:
-        raise UnknownNameError("init", init, INITS)
+    check_init(init)
     scorer, plan = _validate(model, method, sparsity, rounds, schedule, scope, transform,
                              layer_filter, options)
     net, ctx = _prepare(model, scorer, plan.start_masks, input_shape, data, batch_size,

@@ -39,7 +39,7 @@ from .errors import (
     RunLockedError,
     UnknownNameError,
 )
-from .init import INITS, KAIMING
+from .init import KAIMING, check_init
 from .masks import Masks, measured_sparsity
 from .methods import METHODS, check_options, method_class, option_defaults, option_fields
 from .models import build_model, model_spec
@@ -124,8 +124,7 @@ def resolve(preset: str, method: str, sparsity: float, *, seed: int = 0,
         raise ConfigError(f"shared_stream (--shared-stream) is true or false; got "
                           f"{shared_stream!r}")
     init = init or KAIMING
-    if init not in INITS:
-        raise UnknownNameError("init", init, INITS)
+    check_init(init)
     if holdout is not None and not (_is_number(holdout) and 0 <= holdout < 1):
         raise ConfigError(f"holdout (--holdout) is the fraction of the training set held out "
                           f"for validation, in [0, 1); got {holdout!r}")

@@ -33,9 +33,14 @@ _TRUNCATED_STD = 0.87962566103423978
 def initialize_(model: nn.Module, init: str = KAIMING,
                 generator: torch.Generator | None = None) -> nn.Module:
     """Re-initialize ``model`` in place with the scheme named ``init`` (see :data:`INITS`)."""
+    check_init(init)
+    return INITS[init](model, generator)
+
+
+def check_init(init: str) -> None:
+    """An :class:`UnknownNameError` listing the schemes unless ``init`` is one of them."""
     if init not in INITS:
         raise UnknownNameError("init", init, INITS)
-    return INITS[init](model, generator)
 
 
 def variance_scaling_init_(model: nn.Module, generator: torch.Generator | None = None
