@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -239,3 +240,48 @@ def test_learning_curves_are_drawn_from_each_runs_metrics(tmp_path, one_thread):
     curves = learning_curves(points, variant_labels(points))
     assert sorted(curves) == ["dense 0 % seed 0", "magnitude 90 % seed 0"]
     assert all([r["epoch"] for r in records] == [1, 2, 3] for records in curves.values())
+
+
+def _diverge(directory: Path, epoch: int, *, finished: bool) -> None:
+    """Give a run's directory the metrics of a network whose loss is not finite from
+    ``epoch`` on; without ``finished`` it has no summary (it stopped, as runs now do)."""
+    records = [{"epoch": e, "loss": 0.5 if e < epoch else math.nan, "train_acc": 0.5,
+                "test_loss": 0.5, "test_acc": 0.1, "lr": 0.1, "seconds": 1.0,
+                "images_per_s": 1.0} for e in range(1, epoch + 1)]
+    (directory / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    if not finished:
+        (directory / "summary.json").unlink()
+
+
+def test_diverged_runs_are_counted_not_averaged(tmp_path):
+    """SNIP at the lower sparsity: seed 2 diverged (old style: trained on, summary at
+    chance), so the cell is the mean of seeds 0 and 1 with one divergence flagged; at the
+    higher sparsity every seed diverged (two stopped without a summary), so the cell says
+    so and the plot leaves it out; NTK-SAP is untouched."""
+    root = tmp_path / "runs"
+    for sparsity in SPARSITIES:
+        for seed in SEED_ACC:
+            _run(root, "snip", sparsity, seed)
+            _run(root, "ntksap", sparsity, seed)
+    folder = root / "cifar10-resnet20"
+    _diverge(folder / f"snip-sp{SPARSITIES[0]:g}-seed2", 3, finished=True)
+    for seed in SEED_ACC:
+        _diverge(folder / f"snip-sp{SPARSITIES[1]:g}-seed{seed}", 1, finished=seed == 0)
+    report = build_report(root, tmp_path / "report")
+    rows = {(r.method, round(r.sparsity, 2)): r for r in report.rows}
+    low, high = (round(100 * s, 2) for s in SPARSITIES)
+    snip = rows["snip", low]
+    assert (snip.n, snip.diverged, snip.seeds) == (2, 1, "0,1")
+    assert snip.best_mean == pytest.approx(100 * ((0.80 + 0.82) / 2 - 0.01))
+    assert (rows["snip", high].n, rows["snip", high].diverged) == (0, 3)
+    assert math.isnan(rows["snip", high].best_mean)
+    assert (rows["ntksap", low].n, rows["ntksap", low].diverged) == (3, 0)
+    text = report.markdown.read_text()
+    assert f"{snip.best_mean:.2f} ± {snip.best_std:.2f} (n=2) ✗1" in text
+    assert "diverged ✗3" in text
+    with open(report.csv) as f:
+        diverged = {(r["method"], r["sparsity"]): r["diverged"] for r in csv.DictReader(f)}
+    assert diverged["snip", f"{high:.4f}"] == "3"
+    page = report.html.read_text()
+    assert page.count("loss not finite in epoch 1<") == 3
+    assert page.count("loss not finite in epoch 3<") == 1

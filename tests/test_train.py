@@ -25,7 +25,12 @@ import pytest
 import torch
 from torch import nn
 
-from ntksap.errors import CheckpointError, ConfigError, UnknownNameError
+from ntksap.errors import (
+    CheckpointError,
+    ConfigError,
+    TrainingDivergedError,
+    UnknownNameError,
+)
 from ntksap.masks import Masks, measured_sparsity, raw_weight
 from ntksap.models import MODELS, build_model
 from ntksap.train import (
@@ -334,6 +339,44 @@ def test_finished_run_is_not_trained_again(tmp_path: Path) -> None:
     assert all(torch.equal(trained[k], loaded[k]) for k in trained)
     with pytest.raises(CheckpointError, match="another training config"):
         train(fresh, *loaders(), small_config(epochs=3), tmp_path, device="cpu", progress=False)
+
+
+class PoisonedLoader(Loader):
+    """Training batches whose inputs are infinite in one (0-based) epoch."""
+
+    def __init__(self, *args: object, poison_epoch: int, **kw: object) -> None:
+        super().__init__(*args, **kw)
+        self.poison_epoch = poison_epoch
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for x, y in super().__iter__():
+            yield (x * math.inf if self.epoch == self.poison_epoch else x), y
+
+
+def test_a_diverged_run_stops_at_that_epoch_and_says_so_again_on_rerun(tmp_path: Path) -> None:
+    """Epoch 2's inputs are infinite, so its loss is not finite: training stops after that
+    epoch's record and checkpoint (no epoch 3, no done.json), with an error naming epoch 2
+    and the fix; running it again raises the same without training an epoch."""
+    config = small_config(epochs=4)
+    train_loader = PoisonedLoader(*make_data(192, 0), 32, train=True, poison_epoch=1)
+    test_loader = loaders()[1]
+    seen: list[int] = []
+    model = build_model("convnet", num_classes=CLASSES, seed=0)
+    with pytest.raises(TrainingDivergedError, match=r"not finite in epoch 2.*--lr"):
+        train(model, train_loader, test_loader, config, tmp_path, device="cpu", progress=False,
+              on_epoch_end=lambda record: seen.append(record["epoch"]))
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == seen == [1, 2]
+    assert math.isfinite(records[0]["loss"]) and not math.isfinite(records[1]["loss"])
+    assert (tmp_path / "checkpoint.pt").exists() and not (tmp_path / "done.json").exists()
+
+    def fail(record: dict) -> None:
+        raise AssertionError("a diverged run was trained again")
+
+    again = build_model("convnet", num_classes=CLASSES, seed=0)
+    with pytest.raises(TrainingDivergedError, match="epoch 2"):
+        train(again, *loaders(), config, tmp_path, device="cpu", progress=False,
+              on_epoch_end=fail)
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated"])

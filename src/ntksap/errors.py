@@ -65,6 +65,10 @@ class DiskFullError(NtksapError):
         self.path = path
 
 
+class TrainingDivergedError(NtksapError):
+    """A network whose training loss stopped being finite (names the epoch and the fix)."""
+
+
 class RunLockedError(NtksapError):
     """Another process is working in the same run directory (names it and its pid)."""
 

@@ -38,8 +38,10 @@ def run(args: argparse.Namespace) -> int:
     done = sum(p.status == "done" for p in report.points)
     flagged = sum(bool(p.collapse and (p.collapse["layers"] or p.collapse.get("disconnected")))
                   for p in report.points)
+    diverged = sum(p.diverged_epoch is not None for p in report.points)
     print(f"report of {done} finished networks ({len(report.rows)} table rows, "
-          f"{len(report.figures)} figures, {flagged} with layer collapse): {report.html}")
+          f"{len(report.figures)} figures, {flagged} with layer collapse, {diverged} "
+          f"diverged): {report.html}")
     print(f"  table: {report.csv}, {report.markdown}")
     left_out = [p for p in report.points if p.status != "done"]
     if left_out:

@@ -51,7 +51,7 @@ from ..masks import Masks
 from ..models import build_model
 from ..train import checkpoint as ck
 from ..train.config import TrainConfig
-from ..train.loop import History, autocast, run_result
+from ..train.loop import History, autocast, divergence, run_result
 from ..train.schedule import build_optimizer, build_scheduler
 from .data import pack_stream
 from .fuse import (
@@ -231,8 +231,7 @@ def _fit(model: nn.Module, members: list[_Member], test_loader: Any, config: Tra
             if m in state.failed:
                 continue
             if nonfinite[m]:
-                state.failed[m] = (f"the network diverged: its training loss was not finite "
-                                   f"in epoch {epoch + 1}; the pack stopped it there")
+                state.failed[m] = divergence(epoch + 1)
                 _stop(model, optimizer, m, size)
             state.histories[m].add(records[m])
             ck.write_metrics(rundir.metrics_path(members[m].directory),

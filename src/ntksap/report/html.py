@@ -82,7 +82,7 @@ def page(title: str, source: str, points: list[Point], rows: list[Row],
              "Accuracies are best-epoch test accuracies in %, mean ± std over seeds. Hollow "
              "markers on dotted lines: the paper's numbers (Wang, Li, Sun, ICLR 2023; ~ read "
              "off its figures), shown where a setting runs the paper's data and model.</p>",
-             _collapse_section(points)]
+             _collapse_section(points), _diverged_section(points)]
     if settings:
         parts.append("<nav><b>Settings:</b> " + " · ".join(
             f'<a href="#{slug(s)}">{escape(s)}</a>' for s in settings) + "</nav>")
@@ -116,6 +116,19 @@ def _collapse_section(points: list[Point]) -> str:
     return (f'<section id="collapse" class="warn"><b>Layer collapse in {len(flagged)} of '
             f"{checked} pruned networks</b> (flagged ⚠ in the tables, red circles in the "
             f"plots):<ul>{''.join(items)}</ul></section>")
+
+
+def _diverged_section(points: list[Point]) -> str:
+    """The runs whose training loss stopped being finite, with the epoch (empty if none)."""
+    diverged = [p for p in points if p.diverged_epoch is not None]
+    if not diverged:
+        return ""
+    items = "".join(f"<li><code>{escape(p.key)}</code> ({escape(p.method)}, sparsity "
+                    f"{100 * p.sparsity:.2f} %, seed {p.seed}): loss not finite in epoch "
+                    f"{p.diverged_epoch}</li>" for p in diverged)
+    return (f'<section id="diverged" class="warn"><b>Training diverged in {len(diverged)} '
+            "networks</b> (✗ in the tables, left out of the means and plots):"
+            f"<ul>{items}</ul></section>")
 
 
 def _failed_section(points: list[Point]) -> str:

@@ -77,7 +77,7 @@ def accuracy_plot(setting: str, rows: list[Row], points: list[Point],
     fig, ax = plt.subplots(figsize=(8.5, 5.2))
     seen: dict[str, int] = {}
     ticks: list[float] = []
-    mine = [r for r in rows if r.setting == setting]
+    mine = [r for r in rows if r.setting == setting and r.n > 0]  # not the diverged cells
     variants = sorted(dict.fromkeys(r.variant for r in mine),
                       key=lambda v: (_method_index(mine, v), v))
     for variant in variants:

@@ -1,7 +1,10 @@
 """What a report is made of: one :class:`Point` per trained network, read from a results store
 (SQLite file) or from a folder of run directories.
 
-An IMP run gives one point per pruning round (its whole accuracy-vs-sparsity curve). A run
+An IMP run gives one point per pruning round (its whole accuracy-vs-sparsity curve). A point
+whose ``metrics.jsonl`` has an epoch with a non-finite training loss has diverged
+(``diverged_epoch``): a run stops there and fails, and a run made before it did so trained on
+to a chance accuracy; the report counts either as diverged, not as an accuracy. A run
 directory whose ``config.json`` or ``summary.json`` cannot be read (truncated, not JSON) is a
 point of status ``unreadable`` whose ``error`` names the file; an unreadable densities or
 spectrum file is named in the point's ``unreadable`` list. A run directory may hold
@@ -25,6 +28,7 @@ from ..init import KAIMING
 from ..rundir import read_json
 from ..runners import Runner, label, runner_for_job
 from ..train import get_preset
+from ..train.loop import diverged_epoch
 
 VARIANT_FIELDS = ("transform", "rounds", "scope", "rewind_epoch")  # and every method option
 OPTION = "method_options."  # prefix of a method option's field name (``method_options.eps``)
@@ -52,6 +56,7 @@ class Point:
     labels: dict[str, Any] = dataclasses.field(default_factory=dict)
     unreadable: list[str] = dataclasses.field(default_factory=list)  # files, with the reason
     effective_sparsity: float | None = None  # summary.json's (runs made since it is recorded)
+    diverged_epoch: int | None = None  # the first epoch whose training loss is not finite
 
     @property
     def preset(self) -> str:
@@ -170,10 +175,12 @@ def _expand(base: Point, runner: Runner, summary: dict[str, Any]) -> list[Point]
 
 
 def _attach(point: Point) -> Point:
-    """Read the per-layer densities and the NTK spectrum a run directory holds."""
+    """Read the per-layer densities, the NTK spectrum and the epoch the training diverged in
+    (if it did) from a run directory."""
     directory = point.run_dir
     if directory is None or not directory.exists():
         return point
+    point.diverged_epoch = diverged_epoch(rundir.read_metrics(directory))
     densities = rundir.densities_path(directory)
     if densities.exists():
         point.densities = _read_any(densities, list, point)

@@ -1,9 +1,10 @@
 """The results table: mean +- std over seeds per setting x method variant x sparsity, with the
-paper's number where it gives one and the runs flagged for layer collapse."""
+paper's number where it gives one and the runs flagged for layer collapse or divergence."""
 
 from __future__ import annotations
 
 import csv
+import math
 import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -46,6 +47,7 @@ class Row:
     seeds: str
     effective_sparsity: float | None = None  # %, mean over seeds where known
     options: dict[str, Any] = field(default_factory=dict)  # the method options that vary
+    diverged: int = 0  # runs whose training diverged: not in n, nor in the means (NaN if n = 0)
 
 
 def _order(method: str) -> int:
@@ -53,36 +55,44 @@ def _order(method: str) -> int:
 
 
 def aggregate(points: list[Point]) -> list[Row]:
-    """The table's rows from the finished points, sorted by setting, method, sparsity."""
-    done = [p for p in points if p.status == "done" and p.best_acc is not None]
-    labels = variant_labels(done)
-    varying = varying_options(done)
+    """The table's rows from the finished points and the diverged ones (counted, left out of
+    the means: a cell whose every run diverged has NaN means and n = 0), sorted by setting,
+    method, sparsity."""
+    trained = [p for p in points if p.status == "done" and p.best_acc is not None
+               or p.diverged_epoch is not None]
+    labels = variant_labels(trained)
+    varying = varying_options(trained)
     groups: dict[tuple[str, str, float], list[Point]] = {}
-    for p in done:
+    for p in trained:
         groups.setdefault((setting_of(p), labels[p.key], round(100 * p.sparsity, 2)),
                           []).append(p)
-    rows = []
-    for (setting, variant, sparsity), members in groups.items():
-        first = members[0]
-        best = [100 * p.best_acc for p in members]
-        final = [100 * (p.final_acc if p.final_acc is not None else p.best_acc)
-                 for p in members]
-        ref = _paper(first)
-        effective = [100 * p.collapse["effective_density"] for p in members
-                     if p.collapse and p.collapse.get("effective_density") is not None]
-        pruned = [x for x in map(effective_sparsity, members) if x is not None]
-        rows.append(Row(
-            setting, variant, first.method, sparsity, len(members), statistics.fmean(best),
-            _std(best), statistics.fmean(final), _std(final),
-            ref.accuracy if ref else None, bool(ref and ref.approx),
-            sum(collapsed(p.collapse) for p in members),
-            sum(bool(p.collapse and p.collapse.get("disconnected")) for p in members),
-            statistics.fmean(effective) if effective else None,
-            ",".join(str(s) for s in sorted(p.seed for p in members)),
-            statistics.fmean(pruned) if pruned else None,
-            {name: first.options[name] for name in varying if name in first.options}))
+    rows = [_row(setting, variant, sparsity, members, varying)
+            for (setting, variant, sparsity), members in groups.items()]
     rows.sort(key=lambda r: (r.setting, _order(r.method), r.variant, r.sparsity))
     return rows
+
+
+def _row(setting: str, variant: str, sparsity: float, members: list[Point],
+         varying: list[str]) -> Row:
+    first = members[0]
+    ok = [p for p in members if p.diverged_epoch is None]
+    best = [100 * p.best_acc for p in ok]  # type: ignore[operator]
+    final = [100 * (p.final_acc if p.final_acc is not None else p.best_acc)  # type: ignore[operator]
+             for p in ok]
+    ref = _paper(first)
+    effective = [100 * p.collapse["effective_density"] for p in ok
+                 if p.collapse and p.collapse.get("effective_density") is not None]
+    pruned = [x for x in map(effective_sparsity, ok) if x is not None]
+    return Row(
+        setting, variant, first.method, sparsity, len(ok), _mean(best), _std(best),
+        _mean(final), _std(final), ref.accuracy if ref else None, bool(ref and ref.approx),
+        sum(collapsed(p.collapse) for p in ok),
+        sum(bool(p.collapse and p.collapse.get("disconnected")) for p in ok),
+        statistics.fmean(effective) if effective else None,
+        ",".join(str(s) for s in sorted(p.seed for p in ok)),
+        statistics.fmean(pruned) if pruned else None,
+        {name: first.options[name] for name in varying if name in first.options},
+        len(members) - len(ok))
 
 
 def effective_sparsity(point: Point) -> float | None:
@@ -130,7 +140,13 @@ def _paper(point: Point) -> Reference | None:
     return reference(key[0], key[1], point.sparsity, key[2]) if key else None
 
 
+def _mean(values: list[float]) -> float:
+    return statistics.fmean(values) if values else math.nan
+
+
 def _std(values: list[float]) -> float:
+    if not values:
+        return math.nan
     return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
@@ -151,12 +167,16 @@ def write_csv(rows: list[Row], path: str | Path) -> None:
 
 def cell(row: Row) -> str:
     """``mean ± std`` of the best-epoch accuracy (one seed: its accuracy alone, a standard
-    deviation needs two), with the seed count and a collapse flag."""
+    deviation needs two), with the seed count and the collapse and divergence flags."""
+    if row.n == 0:
+        return f"diverged ✗{row.diverged}"
     text = f"{row.best_mean:.2f}"
     if row.n != 1:
         text += f" ± {row.best_std:.2f} (n={row.n})"
     if row.collapsed:
         text += f" ⚠{row.collapsed}"
+    if row.diverged:
+        text += f" ✗{row.diverged}"
     if row.effective_sparsity is not None and row.effective_sparsity - row.sparsity >= 0.005:
         text += f" [eff. {row.effective_sparsity:.2f} %]"
     return text
@@ -186,7 +206,8 @@ def markdown(rows: list[Row]) -> str:
     if not rows:
         return "No finished runs.\n"
     parts = ["Best-epoch test accuracy (%), mean ± std over seeds; n = number of seeds when "
-             "not 1; ⚠k = k runs with layer collapse; [eff. x %]: the effective sparsity "
+             "not 1; ⚠k = k runs with layer collapse; ✗k = k runs whose training diverged "
+             "(loss not finite; left out of the mean); [eff. x %]: the effective sparsity "
              "(kept weights on no input-output path counted as pruned), where it exceeds the "
              "column's; (paper) rows: the paper's numbers, ~ read off its figures.\n"]
     for setting, (columns, lines) in pivot(rows).items():

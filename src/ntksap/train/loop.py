@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
@@ -14,7 +15,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from ..errors import CheckpointError, ConfigError, NoPrunableLayersError
+from ..errors import CheckpointError, ConfigError, NoPrunableLayersError, TrainingDivergedError
 from ..masks import Masks, measured_sparsity
 from . import checkpoint as ck
 from . import distributed as dd
@@ -136,7 +137,10 @@ def train(model: nn.Module, train_loader: Batches, test_loader: Batches, config:
     (1-based ``epoch``) go to ``run_dir/metrics.jsonl``, then to each of ``hooks`` (e.g. the
     TensorBoard and W&B hooks of :mod:`ntksap.train.hooks`) and to ``on_epoch_end``. With
     ``distributed`` (process group initialized) the model is wrapped in DDP, metrics are summed
-    over ranks and only rank 0 writes files and shows the progress bar.
+    over ranks and only rank 0 writes files and shows the progress bar. An epoch whose
+    training loss is not finite ends training with :class:`TrainingDivergedError` after its
+    record and checkpoint are written (as a pack stops such a network); resuming it raises
+    the same error without training.
 
     Returns ``final_test_acc`` (last epoch), ``best_test_acc``, ``best_epoch`` and more.
     """
@@ -160,18 +164,45 @@ def train(model: nn.Module, train_loader: Batches, test_loader: Batches, config:
                    _checkpointer(paths, model, optimizer, scheduler, history, config_dict,
                                  main, distributed),
                    *(_with_copy(h) for h in (*hooks, on_epoch_end) if h is not None)]
+    _stop_if_diverged(history.metrics)
     for epoch in range(history.start, config.epochs):
         record = _epoch(net, model, train_loader, test_loader, optimizer, config, device, epoch,
                         progress and main, distributed)
         scheduler.step()
         for hook in epoch_hooks:
             hook(record)
+        _stop_if_diverged(history.metrics)
 
     result = run_result(history.metrics, history.best, model, run_dir)
     if main:
         ck.write_done(paths["done"], config_dict, result)
     dd.barrier(distributed)
     return result
+
+
+def diverged_epoch(records: Iterable[dict[str, Any]]) -> int | None:
+    """The first (1-based) epoch whose training loss is not finite (NaN or infinite), else
+    None: the epoch the network diverged in."""
+    for record in records:
+        if not math.isfinite(record["loss"]):
+            return int(record["epoch"])
+    return None
+
+
+def divergence(epoch: int) -> str:
+    """What a diverged network's failure says, in a separate run and in a pack alike."""
+    return (f"the network diverged: its training loss was not finite in epoch {epoch}, so "
+            "training stopped there (its epochs are in metrics.jsonl); a lower learning rate "
+            "(--lr) may train it")
+
+
+def _stop_if_diverged(records: list[dict[str, Any]]) -> None:
+    """Raise :class:`TrainingDivergedError` if a recorded epoch's training loss is not finite:
+    a diverged network is not trained on (its weights are NaN or infinite), and a rerun of
+    the same run says so again at once instead of training it."""
+    epoch = diverged_epoch(records)
+    if epoch is not None:
+        raise TrainingDivergedError(divergence(epoch))
 
 
 @dataclasses.dataclass
