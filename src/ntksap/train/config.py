@@ -141,7 +141,10 @@ _IMAGENET_NOTE = ("torchvision reference recipe (batch 256 in total over all GPU
 #   it diverges to NaN within 30 steps at lr 0.1 (dense, and SNIP-pruned to 98 %), and dense
 #   at 0.05 and 0.02; at 0.1 also with variance-1/fan_in weights (SNIP's variance-scaling
 #   init) and after a first epoch at lr 0.005. lr 0.01 (the learning rate of Caffe's own LeNet
-#   solver) trains, dense and pruned. LeNet-300-100 trains at the published 0.1;
+#   solver) trains, dense and pruned. With momentum 0.9 its step is that of plain SGD at 0.1
+#   (lr / (1 - momentum)), and plain SGD at lr 0.1 is the SNIP code's default for its default
+#   network, LeNet-5 on MNIST (main.py: --optimizer sgd, tf GradientDescentOptimizer, constant
+#   lr 0.1, 10k iterations). LeNet-300-100 trains at the published 0.1;
 # - pruning: 10 x classes = 100 pruning images (the paper's one batch of 100); NTK-SAP with the
 #   CIFAR-10 setting T = 20, R = 5 (NTK-SAP has no MNIST experiment); weights of both
 #   networks only, biases never (SNIP's code also prunes the biases).
