@@ -192,7 +192,7 @@ def diverged_epoch(records: Iterable[dict[str, Any]]) -> int | None:
 def divergence(epoch: int) -> str:
     """What a diverged network's failure says, in a separate run and in a pack alike."""
     return (f"the network diverged: its training loss was not finite in epoch {epoch}, so "
-            "training stopped there (its epochs are in metrics.jsonl); a lower learning rate "
+            f"training stopped there (its epochs are in {ck.METRICS}); a lower learning rate "
             "(--lr) may train it")
 
 
