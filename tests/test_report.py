@@ -253,7 +253,7 @@ def _diverge(directory: Path, epoch: int, *, finished: bool) -> None:
         (directory / "summary.json").unlink()
 
 
-def test_diverged_runs_are_counted_not_averaged(tmp_path):
+def test_diverged_runs_are_counted_not_averaged(tmp_path, capsys):
     """SNIP at the lower sparsity: seed 2 diverged (old style: trained on, summary at
     chance), so the cell is the mean of seeds 0 and 1 with one divergence flagged; at the
     higher sparsity every seed diverged (two stopped without a summary), so the cell says
@@ -279,6 +279,12 @@ def test_diverged_runs_are_counted_not_averaged(tmp_path):
     text = report.markdown.read_text()
     assert f"{snip.best_mean:.2f} ± {snip.best_std:.2f} (n=2) ✗1" in text
     assert "diverged ✗3" in text
+    listed = text.split("### Diverged runs")[1]
+    assert listed.count("training loss not finite in epoch 1") == 3
+    assert "Runs not in the table" not in text  # the two stopped runs are in it, as ✗
+    assert main(["report", str(root), "--out", str(tmp_path / "again")]) == 0
+    out = capsys.readouterr().out
+    assert "4 diverged" in out and "not in the table" not in out
     with open(report.csv) as f:
         diverged = {(r["method"], r["sparsity"]): r["diverged"] for r in csv.DictReader(f)}
     assert diverged["snip", f"{high:.4f}"] == "3"

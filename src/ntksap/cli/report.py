@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
           f"{len(report.figures)} figures, {flagged} with layer collapse, {diverged} "
           f"diverged): {report.html}")
     print(f"  table: {report.csv}, {report.markdown}")
-    left_out = [p for p in report.points if p.status != "done"]
+    left_out = [p for p in report.points if p.status != "done" and p.diverged_epoch is None]
     if left_out:
         counts = {s: sum(p.status == s for p in left_out) for s in
                   dict.fromkeys(p.status for p in left_out)}

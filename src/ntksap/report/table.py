@@ -226,15 +226,21 @@ def markdown(rows: list[Row]) -> str:
 
 
 def not_reported(points: list[Point]) -> str:
-    """Markdown list of the runs the table leaves out (failed, unfinished, unreadable) and of
-    unreadable files, each with its run directory and error; empty if none."""
+    """Markdown lists of the diverged runs (counted ✗ in the table, with their epoch) and of
+    the runs the table leaves out (failed, unfinished, unreadable) and unreadable files, each
+    with its run directory and error; empty if none."""
+    diverged = [f"- `{p.key}`: training loss not finite in epoch {p.diverged_epoch}"
+                for p in points if p.diverged_epoch is not None]
     lines = []
     for p in points:
-        if p.status != "done":
+        if p.status != "done" and p.diverged_epoch is None:
             error = (p.error or "").strip().splitlines()
             where = f" in `{p.run_dir}`" if p.run_dir else ""
             lines.append(f"- `{p.key}` ({p.status}){where}" + (f": {error[0]}" if error else ""))
         lines += [f"- `{p.key}`: unreadable file {f}" for f in p.unreadable]
-    if not lines:
-        return ""
-    return "\n### Runs not in the table, unreadable files\n\n" + "\n".join(lines) + "\n"
+    text = ""
+    if diverged:
+        text += "\n### Diverged runs (✗ in the table)\n\n" + "\n".join(diverged) + "\n"
+    if lines:
+        text += "\n### Runs not in the table, unreadable files\n\n" + "\n".join(lines) + "\n"
+    return text
