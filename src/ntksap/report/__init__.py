@@ -139,12 +139,8 @@ def learning_curves(points: list[Point], labels: dict[str, str]) -> dict[str, li
     ({} for a setting of more than :data:`MAX_CURVES` runs or without records)."""
     if len(points) > MAX_CURVES:
         return {}
-    curves = {}
-    for p in points:
-        records = rundir.read_metrics(p.run_dir) if p.run_dir else []
-        if records:
-            curves[f"{labels[p.key]} {100 * p.sparsity:g} % seed {p.seed}"] = records
-    return curves
+    return {f"{labels[p.key]} {100 * p.sparsity:g} % seed {p.seed}": p.metrics
+            for p in points if p.metrics}
 
 
 def _no_runs(source: Path, sweep: str | None) -> str:

@@ -56,7 +56,12 @@ class Point:
     labels: dict[str, Any] = dataclasses.field(default_factory=dict)
     unreadable: list[str] = dataclasses.field(default_factory=list)  # files, with the reason
     effective_sparsity: float | None = None  # summary.json's (runs made since it is recorded)
-    diverged_epoch: int | None = None  # the first epoch whose training loss is not finite
+    metrics: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # metrics.jsonl
+
+    @property
+    def diverged_epoch(self) -> int | None:
+        """The first epoch whose training loss is not finite (None: the run did not diverge)."""
+        return diverged_epoch(self.metrics)
 
     @property
     def preset(self) -> str:
@@ -175,12 +180,12 @@ def _expand(base: Point, runner: Runner, summary: dict[str, Any]) -> list[Point]
 
 
 def _attach(point: Point) -> Point:
-    """Read the per-layer densities, the NTK spectrum and the epoch the training diverged in
-    (if it did) from a run directory."""
+    """Read the per-epoch records, the per-layer densities and the NTK spectrum a run
+    directory holds."""
     directory = point.run_dir
     if directory is None or not directory.exists():
         return point
-    point.diverged_epoch = diverged_epoch(rundir.read_metrics(directory))
+    point.metrics = rundir.read_metrics(directory)
     densities = rundir.densities_path(directory)
     if densities.exists():
         point.densities = _read_any(densities, list, point)

@@ -171,7 +171,7 @@ def train(model: nn.Module, train_loader: Batches, test_loader: Batches, config:
         scheduler.step()
         for hook in epoch_hooks:
             hook(record)
-        _stop_if_diverged(history.metrics)
+        _stop_if_diverged([record])
 
     result = run_result(history.metrics, history.best, model, run_dir)
     if main:
