@@ -95,3 +95,58 @@ def test_pack_speed_pack_step_trains_each_network_as_the_training_loop(one_threa
         with tqdm(total=3, disable=True) as bar:
             expected = train_one_epoch(model, [(x, y)] * 3, alone, config, device, bar)[0]
         assert loss == pytest.approx(expected, rel=1e-4)
+
+
+def test_train_speed_times_every_variant_and_names_the_fastest_bf16(capsys, one_thread):
+    bench = _load("train_speed")
+    out = bench.main(["--steps", "1", "--reps", "2", "--warmup", "1", "--batch-size", "8",
+                      "--device", "cpu", "--json"])
+    assert json.loads(capsys.readouterr().out) == out
+    rows = out["variants"]
+    assert set(rows) == {"fp32-nchw", "fp32-cl", "bf16-nchw", "bf16-cl"} or out["skipped"]
+    assert rows["fp32-nchw"]["ratio"] == 1.0
+    bf16 = {name: row["ratio"] for name, row in rows.items() if name.startswith("bf16")}
+    if bf16:
+        assert out["resnet20_bf16_ratio"] == max(bf16.values())
+        assert out["fastest_bf16"] == max(bf16, key=bf16.get)
+    for row in rows.values():
+        assert row["best_images_per_s"] >= row["median_images_per_s"] > 0
+
+
+def test_train_speed_skips_bf16_on_a_cpu_without_it(capsys, monkeypatch, one_thread):
+    from ntksap.train import precision
+
+    monkeypatch.setattr(precision, "cpu_bf16_isa", lambda: None)
+    bench = _load("train_speed")
+    out = bench.main(["--steps", "1", "--reps", "1", "--warmup", "1", "--batch-size", "8",
+                      "--device", "cpu"])
+    assert set(out["variants"]) == {"fp32-nchw", "fp32-cl"}
+    assert set(out["skipped"]) == {"bf16-nchw", "bf16-cl"}
+    assert out["resnet20_bf16_ratio"] is None
+    assert "bf16-cl: skipped: --amp: this CPU has no native bfloat16" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--steps", "0"], "--steps"), (["--threads", "-1"], "--threads"),
+    (["--sparsity", "1"], "--sparsity"), (["--batch-size", "0"], "--batch-size"),
+])
+def test_train_speed_bad_input_is_one_line_and_exit_2(args, words, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        _load("train_speed").parse(args)
+    assert exit_.value.code == 2 and words in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_train_speed_compile_variants_compile_the_model_and_time_it_apart(monkeypatch,
+                                                                         one_thread):
+    """``--compile`` adds each variant under torch.compile (replaced here by a recorder: the
+    real compile takes a minute), with its warm-up as compile_seconds."""
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda model: compiled.append(model) or model)
+    bench = _load("train_speed")
+    out = bench.main(["--steps", "1", "--reps", "1", "--warmup", "1", "--batch-size", "8",
+                      "--device", "cpu", "--compile"])
+    names = [n for n in out["variants"] if n.endswith("+compile")]
+    assert len(compiled) == len(names) >= 2
+    assert all(out["variants"][n]["compile_seconds"] > 0 for n in names)
+    assert all(row["compile_seconds"] is None for n, row in out["variants"].items()
+               if n not in names)

@@ -261,12 +261,11 @@ def test_prospr_leaves_the_model_alone():
         assert torch.equal(value, before[key]), key
 
 
-def test_ntt_without_steps_is_magnitude_pruning():
-    model = _conv_bn()
-    ntt = ntksap.prune(model, "ntt", 0.6, data=_images(6), steps=0)
-    magnitude = ntksap.prune(model, "magnitude", 0.6)
-    for name in ntt:
-        assert torch.equal(ntt[name], magnitude[name])
+@pytest.mark.parametrize("option", [{"steps": 0}, {"epochs": 0}])
+def test_ntt_without_steps_is_refused_not_magnitude_pruning_under_its_name(option):
+    """0 steps would return the magnitude mask labelled ntt: refused in one line."""
+    with pytest.raises(ConfigError, match=f"ntt: {next(iter(option))} must be an integer >= 1"):
+        ntksap.prune(_conv_bn(), "ntt", 0.6, data=_images(6), **option)
 
 
 def test_ntt_never_uses_the_labels():

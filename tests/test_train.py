@@ -155,17 +155,6 @@ def test_lr_schedules_match_torch_schedulers() -> None:
     assert lr_at(warm, 7) == pytest.approx(0.4 * (1 + math.cos(math.pi * 3 / 6)) / 2)
 
 
-def test_amp_is_a_no_op_on_cpu(tmp_path: Path) -> None:
-    states = []
-    for amp in (False, True):
-        torch.manual_seed(0), random.seed(0), np.random.seed(0)
-        model = build_model("convnet", num_classes=CLASSES, seed=0)
-        train(model, *loaders(), small_config(epochs=1, amp=amp), tmp_path / str(amp),
-              device="cpu", progress=False)
-        states.append(model.state_dict())
-    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
-
-
 def test_invalid_config_is_rejected() -> None:
     with pytest.raises(ConfigError, match="schedule"):
         TrainConfig(schedule="linear")  # type: ignore[arg-type]

@@ -49,6 +49,7 @@ from .train.checkpoint import read_done
 from .train.config import LoggingConfig, Preset
 from .train.hooks import check_logging, logging_hooks
 from .train.loop import evaluate
+from .train.precision import check_amp, precision_record
 
 try:
     import fcntl
@@ -117,6 +118,9 @@ def resolve(preset: str, method: str, sparsity: float, *, seed: int = 0,
     A given count (num_classes, rounds, repeats, limit_per_class) must be a whole number >= 1:
     zero is an error, never a stand-in for the default."""
     p = get_preset(preset)
+    if not (_is_number(seed) and seed >= 0 and int(seed) == seed):
+        raise ConfigError(f"seed (--seed) must be a whole number >= 0; got {seed!r}")
+    seed = int(seed)
     for name, value in (("num_classes", num_classes), ("rounds", rounds),
                         ("repeats", repeats), ("limit_per_class", limit_per_class)):
         _check_count(name, value)
@@ -344,6 +348,7 @@ def run_experiment(config: RunConfig, *, out_dir: str | Path = "runs",
     if finished is not None:
         return finished
     check_method_options(config)
+    check_amp(config.train, device)
     logging = logging or LoggingConfig()
     check_logging(logging)
     bundle = open_data(config, data_dir, download, progress)
@@ -422,6 +427,7 @@ def summarize(config: RunConfig, directory: Path, model: torch.nn.Module, masks:
         "best_epoch": result["best_epoch"], "epochs": config.train.epochs,
         "effective_sparsity": _effective_sparsity(directory, model, masks, bundle.input_shape),
         "holdout": config.holdout, "final_val_acc": _val_accuracy(model, bundle, config, device),
+        "precision": precision_record(config.train, device)["precision"],
         "seconds": time.perf_counter() - start,
     }
 
@@ -596,6 +602,7 @@ def _write_config(directory: Path, config: RunConfig, device: torch.device, worl
     path = rundir.config_path(directory)
     record = {"config": dataclasses.asdict(config), "seed": config.seed, **provenance(),
               "device": str(device), "world_size": world,
+              **precision_record(config.train, device),
               "logging": dataclasses.asdict(logging or LoggingConfig())}
     if path.exists():
         try:

@@ -12,6 +12,11 @@ COMMANDS = {"prune": prune, "run": run, "sweep": sweep, "report": report, "ntk":
             "compare-masks": compare_masks}
 
 
+# what an interrupted command left (the last completed step is on disk, written atomically)
+RESUMES = {"run": "; run the same command again to resume from the last completed epoch",
+           "sweep": "; run the same command again to resume (finished runs are kept)"}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="ntksap", description="Prune neural networks at initialization (NTK-SAP and "
@@ -25,6 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     except (NtksapError, FileNotFoundError) as err:
         print(f"ntksap {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"ntksap {args.command}: interrupted{RESUMES.get(args.command, '')}",
+              file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

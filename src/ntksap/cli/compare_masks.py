@@ -20,6 +20,7 @@ import torch
 
 from ..analysis import check_same_layers, compare_masks, write_comparison
 from ..errors import ConfigError
+from ..experiment import check_device
 from ..masks import Masks
 from ..models import MODELS, build_model, model_spec
 from ..ntk import mask_label
@@ -98,6 +99,7 @@ def _check(args: argparse.Namespace) -> None:
         raise ConfigError(f"--inputs must be >= 1; got {args.inputs}")
     if args.num_classes < 1:
         raise ConfigError(f"--num-classes must be >= 1; got {args.num_classes}")
+    args.device = check_device(args.device)  # a missing GPU: one line, before any work
     if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
         raise ConfigError(f"--out {args.out} is a file; give a folder")
     for path in args.masks:

@@ -20,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError
+from ..experiment import check_device
 from ..masks import Masks
 from ..models import MODELS, build_model, model_spec
 from ..ntk import compare_spectra, mask_label, write_comparison
@@ -76,6 +77,7 @@ def _check(args: argparse.Namespace) -> None:
                           f"{' '.join(map(str, args.input_shape))}")
     if args.out is not None and Path(args.out).exists() and not Path(args.out).is_dir():
         raise ConfigError(f"--out {args.out!r} is a file; give a folder (created if missing)")
+    args.device = check_device(args.device)  # a missing GPU: one line, before any work
 
 
 def run(args: argparse.Namespace) -> int:

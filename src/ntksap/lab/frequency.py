@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from ..errors import ConfigError
 from ..ntk import empirical_ntk
 from ..ntk.plots import new_figure, save_figure
 from .common import LabResult, check_options, eigh_desc, output_dir
@@ -34,6 +35,10 @@ def frequency(out_dir: str | os.PathLike | None = None, *, points: int = 3000,
     ``frequency.png`` in ``out_dir``."""
     check_options(out_dir, {"points": points, "width": width, "indices": indices,
                             "shown": min(shown, default=1)})
+    for name, value in (("points", points), ("indices", indices)):
+        if value < 3:
+            raise ConfigError(f"--{name} must be >= 3: the rank correlation of zero crossings "
+                              f"and eigenvalue index needs at least 3 eigenvectors; got {value}")
     x = torch.linspace(-1, 1, points).unsqueeze(1)
     net = TwoLayer(width, 1, "relu", seed=seed)
     kernel = empirical_ntk(net, x, progress=progress)
@@ -56,7 +61,8 @@ def frequency(out_dir: str | os.PathLike | None = None, *, points: int = 3000,
     return result
 
 
-def _spearman(a: torch.Tensor, b: torch.Tensor) -> float:
+def _spearman(a: torch.Tensor, b: torch.Tensor) -> float | None:
+    """Spearman's rank correlation; None (undefined) when either side is constant."""
     def ranks(v: torch.Tensor) -> torch.Tensor:  # average ranks of ties
         order = v.argsort()
         r = torch.empty_like(v)
@@ -69,7 +75,7 @@ def _spearman(a: torch.Tensor, b: torch.Tensor) -> float:
     ra, rb = ranks(a), ranks(b)
     ra, rb = ra - ra.mean(), rb - rb.mean()
     denominator = float(ra.norm() * rb.norm())
-    return float((ra * rb).sum()) / denominator if denominator > 0 else 0.0
+    return float((ra * rb).sum()) / denominator if denominator > 0 else None
 
 
 def _figure(result: LabResult, path: Path) -> Path:
@@ -94,7 +100,8 @@ def _figure(result: LabResult, path: Path) -> Path:
     ax_cross.plot(index, index - 1, ":", color="0.5", label="i - 1")
     ax_cross.set_xlabel("eigenvalue index i (largest first)")
     ax_cross.set_ylabel("zero crossings of v_i", color="C0")
-    ax_cross.set_title(f"smaller eigenvalues oscillate more (Spearman {s['spearman']:.3f})")
+    rho = "undefined" if s["spearman"] is None else f"{s['spearman']:.3f}"
+    ax_cross.set_title(f"smaller eigenvalues oscillate more (Spearman {rho})")
     ax_cross.legend(fontsize="small", loc="upper left")
     twin = ax_cross.twinx()
     twin.semilogy(index, a["eigenvalues"].numpy(), color="C3")

@@ -109,11 +109,11 @@ class NTT(Method):
     memory_budget: str | int | float | None = None
 
     def __post_init__(self) -> None:
-        if self.steps is not None:
-            _check_int(self, "steps", 0)
+        if self.steps is not None:  # 0 steps would return the magnitude mask as "ntt"
+            _check_int(self, "steps", 1)
         if self.ntk_inputs is not None:
             _check_int(self, "ntk_inputs", 2)
-        for name, least in (("inputs_per_step", 2), ("mask_update_every", 1), ("epochs", 0)):
+        for name, least in (("inputs_per_step", 2), ("mask_update_every", 1), ("epochs", 1)):
             _check_int(self, name, least)
         for name in ("lr", "ntk_weight", "l2_weight"):
             value = getattr(self, name)

@@ -51,7 +51,8 @@ from ..masks import Masks
 from ..models import build_model
 from ..train import checkpoint as ck
 from ..train.config import TrainConfig
-from ..train.loop import History, autocast, divergence, run_result
+from ..train.loop import History, divergence, run_result
+from ..train.precision import autocast, check_amp
 from ..train.schedule import build_optimizer, build_scheduler
 from .data import pack_stream
 from .fuse import (
@@ -98,6 +99,7 @@ def run_pack(configs: Sequence[RunConfig], *, out_dir: str | Path = "runs",
     error of a run trained on its own is that run's failure."""
     _check_pack(configs, out_dir)
     device = torch.device(device)
+    check_amp(configs[0].train, device)  # one recipe per pack
     results: dict[int, MemberResult] = {}
     fused: list[int] = []
     for i, config in enumerate(configs):

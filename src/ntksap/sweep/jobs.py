@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import sqlite3
 import traceback
 from pathlib import Path
@@ -88,12 +89,21 @@ def disk_full(err: BaseException) -> bool:
 
 
 def sweep_disk_full(err: BaseException) -> DiskFullError:
-    """The one-line error of a sweep stopped by a full disk (``err``)."""
-    detail = str(err).split("\n")[0]
+    """The one-line error of a sweep stopped by a full disk (``err``): the file that could not
+    be written when known, said once (a sweep's own message, a worker's or a pack's error
+    text, is not wrapped again)."""
+    text = str(err).split("\n")[0]
+    named = re.search(r"no space left to write (\S+)", text)
     if isinstance(err, DiskFullError) and getattr(err, "path", None):
         detail = f"no space left to write {err.path}"
+    elif named:
+        detail = named.group(0)
     elif isinstance(err, sqlite3.Error):
-        detail = f"the results store says: {detail}"
+        detail = f"the results store says: {text}"
+    elif isinstance(err, DiskFullError) and "run the same command again" in text:
+        return err
+    else:
+        detail = text
     return DiskFullError(f"the disk is full ({detail}); free some space and run the same command "
                          "again: the sweep resumes where it stopped (finished runs are kept, "
                          "interrupted ones resume from their checkpoints)",

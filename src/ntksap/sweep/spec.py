@@ -123,7 +123,13 @@ def apply_overrides(spec: dict[str, Any], overrides: Iterable[str]) -> dict[str,
         if not sep or not name:
             raise ConfigError(f"override {item!r} must look like PATH=VALUE, e.g. "
                               "fixed.epochs=2 or grid.seed=[0,1]")
-        value = yaml.safe_load(text) if text else None
+        try:
+            value = yaml.safe_load(text) if text else None
+        except yaml.YAMLError as err:
+            problem = str(err).splitlines()[0]
+            raise ConfigError(f"override {item!r}: the value is not plain YAML ({problem}); "
+                              "write a number, a string, true/false or a list such as [0,1], "
+                              "quoted for the shell") from err
         parts = name.split(".")
         if parts[0] not in SWEEP_KEYS:
             raise ConfigError(f"override {item!r}: unknown spec key {parts[0]!r}; the keys are "
@@ -159,6 +165,7 @@ def expand(spec: dict[str, Any], only: Iterable[str] = ()) -> Sweep:
     if unknown:
         raise ConfigError(f"unknown sweep spec key(s) {', '.join(unknown)}; the keys are "
                           f"{', '.join(SWEEP_KEYS)}")
+    check_sweep_name(spec.get("name"))
     filters = _filters(only)
     groups = spec.get("groups") or [{"name": "main"}]
     jobs: dict[str, Job] = {}
@@ -191,6 +198,15 @@ def expand(spec: dict[str, Any], only: Iterable[str] = ()) -> Sweep:
                  device=str(spec.get("device") or "auto"),
                  max_attempts=_count(spec.get("max_attempts"), "max_attempts", 1) or 3,
                  only=tuple(only), duplicates=duplicates)
+
+
+def check_sweep_name(name: Any) -> None:
+    """A sweep's name labels its runs in the store and names its log folder
+    (``<out_dir>/logs/<name>``): a non-empty string that is not a path."""
+    if not isinstance(name, str) or not name.strip() or name in (".", "..") or any(
+            sep in name for sep in ("/", "\\")):
+        raise ConfigError(f"sweep name {name!r}: give a non-empty name without '/' or '\\' "
+                          "that is not '.' or '..' (spec key name, or --name)")
 
 
 def _count(value: Any, name: str, least: int) -> int | None:
@@ -323,6 +339,10 @@ def _filters(only: Iterable[str]) -> dict[str, list[str]]:
         if not sep or not (name in POINT_FIELDS or name.startswith(OPTIONS + ".")):
             raise ConfigError(f"--only {item!r} must look like FIELD=V1,V2 with FIELD among "
                               f"the point fields (method, c, seed, ...)")
+        if name in out:
+            raise ConfigError(f"--only {name} is given twice ({','.join(out[name])} and "
+                              f"{values}; --methods M1,M2 is --only method=M1,M2): give the "
+                              "values once, in one filter")
         out[name] = [v.strip() for v in values.split(",")]
     return out
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -38,28 +39,69 @@ class TrainConfig:
         "linear warmup epochs (LR ramps to lr over them) before the schedule"))
     label_smoothing: float = field(default=0.0, metadata=_help("cross-entropy label smoothing"))
     amp: bool = field(default=False, metadata=_help(
-        "bfloat16 autocast on CUDA (no effect on CPU)"))
+        "bfloat16 autocast on CUDA, or on a CPU with native bf16 (AVX512-BF16, AMX); refused "
+        "elsewhere; weights, optimizer state and masks stay float32"))
     channels_last: bool = field(default=False, metadata=_help(
         "channels-last memory format for the model and 4-D inputs"))
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
-        checks = [
-            (self.epochs >= 1, "epochs must be >= 1"),
-            (self.batch_size >= 1, "batch_size must be >= 1"),
-            (self.lr > 0, "lr must be > 0"),
-            (self.optimizer in ("sgd", "adamw"), "optimizer must be 'sgd' or 'adamw'"),
-            (self.schedule in ("multistep", "cosine"),
-             "schedule must be 'multistep' or 'cosine'"),
-            (list(self.milestones) == sorted(self.milestones), "milestones must be increasing"),
-            (0 <= self.warmup_epochs < self.epochs, "warmup_epochs must be in [0, epochs)"),
-            (0.0 <= self.label_smoothing < 1.0, "label_smoothing must be in [0, 1)"),
-            (not (self.nesterov and self.optimizer == "sgd" and self.momentum <= 0),
-             "nesterov needs momentum > 0"),
-        ]
-        problems = [msg for ok, msg in checks if not ok]
+        """Check every field by type and range, all at once (one :class:`ConfigError` line
+        listing each problem): a config that passes trains as written."""
+        problems = [msg for ok, msg in _type_checks(self) if not ok]
+        if not problems:
+            for name in ("epochs", "batch_size", "warmup_epochs"):  # 12.0 from YAML is 12
+                object.__setattr__(self, name, int(getattr(self, name)))
+            object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
+            problems = [msg for ok, msg in _range_checks(self) if not ok]
         if problems:
             raise ConfigError(f"invalid TrainConfig: {'; '.join(problems)}")
+
+
+def _whole(value: Any) -> bool:
+    """An int (not a bool), or a float with a whole value (YAML and JSON may give 12.0)."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+
+
+def _real(value: Any) -> bool:
+    """A finite int or float (not a bool, not NaN or infinite)."""
+    return (isinstance(value, int | float) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def _type_checks(c: TrainConfig) -> list[tuple[bool, str]]:
+    milestones = c.milestones if isinstance(c.milestones, list | tuple) else None
+    return [
+        *((_whole(getattr(c, name)), f"{name} must be a whole number, got "
+           f"{getattr(c, name)!r}") for name in ("epochs", "batch_size", "warmup_epochs")),
+        *((_real(getattr(c, name)), f"{name} must be a finite number, got "
+           f"{getattr(c, name)!r}")
+          for name in ("lr", "momentum", "weight_decay", "gamma", "label_smoothing")),
+        *((isinstance(getattr(c, name), bool), f"{name} must be true or false, got "
+           f"{getattr(c, name)!r}") for name in ("nesterov", "amp", "channels_last")),
+        (milestones is not None and all(_whole(m) for m in milestones),
+         f"milestones must be a list of whole numbers, got {c.milestones!r}"),
+    ]
+
+
+def _range_checks(c: TrainConfig) -> list[tuple[bool, str]]:
+    return [
+        (c.epochs >= 1, "epochs must be >= 1"),
+        (c.batch_size >= 1, "batch_size must be >= 1"),
+        (c.lr > 0, "lr must be > 0"),
+        (0 <= c.momentum < 1, "momentum must be in [0, 1)"),
+        (c.weight_decay >= 0, "weight_decay must be >= 0"),
+        (0 < c.gamma <= 1, "gamma (the multistep decay factor) must be in (0, 1]"),
+        (c.optimizer in ("sgd", "adamw"), "optimizer must be 'sgd' or 'adamw'"),
+        (c.schedule in ("multistep", "cosine"), "schedule must be 'multistep' or 'cosine'"),
+        (all(m >= 1 for m in c.milestones), "milestones must be epochs >= 1"),
+        (list(c.milestones) == sorted(c.milestones), "milestones must be increasing"),
+        (0 <= c.warmup_epochs < c.epochs, "warmup_epochs must be in [0, epochs)"),
+        (0.0 <= c.label_smoothing < 1.0, "label_smoothing must be in [0, 1)"),
+        (not (c.nesterov and c.optimizer == "sgd" and c.momentum <= 0),
+         "nesterov needs momentum > 0"),
+    ]
 
 
 @dataclass(frozen=True)

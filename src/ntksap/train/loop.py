@@ -6,7 +6,6 @@ import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from ..masks import Masks, measured_sparsity
 from . import checkpoint as ck
 from . import distributed as dd
 from .config import TrainConfig
+from .precision import autocast, check_amp
 from .schedule import build_optimizer, build_scheduler
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
@@ -39,13 +39,6 @@ def _prepare(x: torch.Tensor, y: torch.Tensor, device: torch.device, channels_la
     if channels_last and x.dim() == 4:
         x = x.contiguous(memory_format=torch.channels_last)
     return x, y.to(device, non_blocking=True)
-
-
-def autocast(config: TrainConfig, device: torch.device) -> Any:
-    """bf16 autocast when the config asks for it on CUDA, else nothing."""
-    if config.amp and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
 
 
 def train_one_epoch(net: nn.Module, loader: Batches, optimizer: torch.optim.Optimizer,
@@ -145,6 +138,7 @@ def train(model: nn.Module, train_loader: Batches, test_loader: Batches, config:
     Returns ``final_test_acc`` (last epoch), ``best_test_acc``, ``best_epoch`` and more.
     """
     device, run_dir = torch.device(device), Path(run_dir)
+    check_amp(config, device)
     rank, world = dd.rank_and_world(distributed)
     main = rank == 0
     paths = {k: run_dir / name for k, name in
