@@ -9,6 +9,7 @@ and the sweep's full-disk message said once."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ import yaml
 from ntksap import cli
 from ntksap.cli import main
 from ntksap.errors import DiskFullError
+from ntksap.masks import FILE_FORMAT, Masks
 from ntksap.sweep.jobs import sweep_disk_full
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -153,3 +155,129 @@ def test_the_sweeps_full_disk_message_says_it_once(error):
     message = str(sweep_disk_full(error))
     assert message.count("the disk is full") == 1 and message.count("free some space") == 1
     assert "/r/x.pt" in message or "w.log" in message
+
+
+def _mask_file(path: Path, payload) -> Path:
+    torch.save(payload, path)
+    return path
+
+
+def _good_masks() -> dict:
+    return {"fc": torch.ones(2, 3, dtype=torch.bool)}
+
+
+@pytest.mark.parametrize("payload, message", [
+    ({"format": "ntksap-masks-v1", "masks": [1, 2]}, "holds no masks"),
+    ({"format": "ntksap-masks-v1"}, "holds no masks"),
+    ({"format": "ntksap-masks-v1", "masks": {}}, "holds no masks"),
+    ({"format": "ntksap-masks-v1", "masks": {"fc": "ones"}}, "layer 'fc' has no mask tensor"),
+    ({"format": "ntksap-masks-v1", "masks": {"fc": torch.ones(0, 3, dtype=torch.bool)}},
+     "layer 'fc' has an empty mask"),
+    ({"format": "ntksap-masks-v1", "masks": {"fc": torch.full((2, 3), 0.5)}},
+     "values other than 0 and 1"),
+    ({"format": "ntksap-masks-v1", "masks": _good_masks(), "shapes": {"fc": [3, 2]}},
+     "the file records [3, 2]"),
+    ({"format": "ntksap-masks-v1", "masks": _good_masks(), "meta": [1]},
+     "'meta' entry is not a mapping"),
+])
+def test_compare_masks_refuses_a_damaged_mask_file_before_writing(tmp_path, capsys, payload,
+                                                                  message):
+    payload = {**payload, "format": FILE_FORMAT}
+    good = tmp_path / "good.pt"
+    Masks(_good_masks()).save(good)
+    bad = _mask_file(tmp_path / "bad.pt", payload)
+    out = tmp_path / "out"
+    assert main(["compare-masks", str(good), str(bad), "--out", str(out)]) == 2
+    line = _one_line(capsys, "compare-masks")
+    assert "is a damaged ntksap mask file" in line and message in line
+    assert not out.exists()
+
+
+def _finished_run(tmp_path: Path, capsys) -> Path:
+    out = tmp_path / "runs"
+    assert main(["run", *TINY, "--method", "random", "--sparsity", "0.5", "--json",
+                 "--out-dir", str(out)]) == 0
+    return Path(json.loads(capsys.readouterr().out.splitlines()[-1])["run_dir"])
+
+
+class _RunsCode:
+    """A pickle that would run code when loaded without weights_only."""
+
+    def __reduce__(self):
+        return (print, ("this would have run",))
+
+
+def test_ntk_runs_refuses_a_weights_file_that_would_run_code(tmp_path, capsys):
+    directory = _finished_run(tmp_path, capsys)
+    torch.save({"w": _RunsCode()}, directory / "init.pt")
+    assert main(["ntk", "--runs", str(directory), "--inputs", "4", "--no-progress"]) == 2
+    line = _one_line(capsys, "ntk")
+    assert "cannot read the weights" in line and "init.pt" in line
+    assert not (directory / "ntk_spectrum.json").exists()
+
+
+def test_a_damaged_masks_file_in_a_run_says_moving_it_aside_prunes_again(tmp_path, capsys):
+    directory = _finished_run(tmp_path, capsys)
+    (directory / "done.json").unlink()  # an unfinished run, resumed from its checkpoint
+    (directory / "masks.pt").write_bytes(b"not a mask file")
+    out = directory.parent.parent
+    assert main(["run", *TINY, "--method", "random", "--sparsity", "0.5", "--json",
+                 "--out-dir", str(out)]) == 2
+    line = _one_line(capsys, "run")
+    assert "is unreadable or damaged; move it aside" in line and "prunes again" in line
+    assert "ntksap prune --out" not in line
+
+
+@pytest.mark.parametrize("method", ["snip", "grasp", "force", "iter_snip", "ntt"])
+def test_prune_with_data_of_another_shape_is_one_line(tmp_path, capsys, method):
+    out = tmp_path / "m.pt"
+    # synthetic data is CIFAR-shaped (3 x 32 x 32); LeNet-300-100 takes MNIST (1 x 28 x 28)
+    assert main(["prune", "--model", "lenet300", "--method", method, "--sparsity", "0.5",
+                 "--dataset", "synthetic", "--out", str(out)]) == 2
+    line = _one_line(capsys, "prune")
+    assert "the pruning data's examples have shape (3, 32, 32)" in line and "(1, 28, 28)" in line
+    assert not out.exists()
+
+
+def test_ntk_refuses_a_kernel_over_the_budget_before_drawing_its_inputs(tmp_path, capsys,
+                                                                       monkeypatch):
+    drawn = []
+    monkeypatch.setattr(torch, "randn", lambda *a, **k: drawn.append(a) or 1 / 0)
+    assert main(["ntk", "--model", "convnet", "--inputs", "1000000", "--memory-budget", "1MiB",
+                 "--out", str(tmp_path / "out")]) == 2
+    line = _one_line(capsys, "ntk")
+    assert "over the memory budget of 1.00 MiB" in line and "at most" in line
+    assert drawn == [] and not (tmp_path / "out").exists()
+
+
+def test_a_run_records_the_size_of_the_pack_it_trained_in(tmp_path, capsys):
+    from ntksap.experiment import resolve
+    from ntksap.pack import run_pack
+
+    common = dict(dataset="synthetic", model="convnet", limit_per_class=10,
+                  train_overrides={"epochs": 1, "batch_size": 16})
+    configs = [resolve("cifar10-resnet20", m, 0.5, seed=0, **common)
+               for m in ("random", "magnitude")]
+    packed = run_pack(configs, out_dir=tmp_path / "pack", progress=False)
+    assert [r.summary["pack_size"] for r in packed] == [2, 2]
+    directory = _finished_run(tmp_path, capsys)
+    assert json.loads((directory / "summary.json").read_text())["pack_size"] == 1
+
+
+def test_labels_are_written_to_markdown_as_text_not_html(tmp_path, capsys):
+    from ntksap.markdown import escape
+
+    assert escape("<script>a|b</script>\n&`") == \
+        "&lt;script&gt;a&#124;b&lt;/script&gt; &amp;&#96;"
+    paths = []
+    for i, keep in enumerate((0.3, 0.6)):
+        g = torch.Generator().manual_seed(i)
+        path = tmp_path / f"m{i}.pt"
+        Masks({"fc": torch.rand(4, 5, generator=g) < keep}).save(path)
+        paths.append(str(path))
+    out = tmp_path / "out"
+    label = "<script>alert(1)</script>"
+    assert main(["compare-masks", *paths, "--labels", label, "b|c", "--out", str(out)]) == 0
+    text = (out / "masks.md").read_text()
+    assert "<script>" not in text and "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+    assert "b&#124;c" in text

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from .errors import MaskMismatchError, NtksapError
+from .markdown import escape
 from .masks import Masks
 from .ntk.compare import SpectrumComparison, compare_spectra, finite
 from .ntk.plots import new_figure, save_figure
@@ -219,11 +220,11 @@ def _distance_plot(ax: Any, comparison: MaskComparison) -> None:
 def _cell(value: Any) -> str:
     if isinstance(value, float):
         return "" if math.isnan(value) else f"{value:.4g}"
-    return str(value)
+    return escape(value)
 
 
 def _markdown(header: list[str], rows: list[list[Any]]) -> list[str]:
-    return (["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return (["| " + " | ".join(map(escape, header)) + " |", "|" + "---|" * len(header)]
             + ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows])
 
 

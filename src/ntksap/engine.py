@@ -289,8 +289,14 @@ def _prepare(model: nn.Module, scorer: Method, start_masks: Masks,
             f"method {scorer.name!r} needs a pruning set (real data with labels): pass "
             "data=(x, y) or a DataLoader to ntksap.prune, or --dataset on the command line; "
             "the data-free methods are random, magnitude, synflow and ntksap")
-    if input_shape is None and batches:
-        input_shape = tuple(batches[0][0].shape[1:])
+    if batches:
+        shape = tuple(batches[0][0].shape[1:])
+        if input_shape is not None and tuple(input_shape) != shape:
+            raise InputShapeError(
+                f"the pruning data's examples have shape {shape}, but input_shape is "
+                f"{tuple(input_shape)}: give data of the model's input shape (e.g. CIFAR "
+                "images for a CIFAR model, MNIST for an MNIST one)")
+        input_shape = shape
     if input_shape is None and scorer.needs_inputs:
         raise NtksapError(f"method {scorer.name!r} runs the network: give input_shape (one "
                           "example's shape, e.g. (3, 32, 32)) or data")

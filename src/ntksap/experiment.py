@@ -413,10 +413,12 @@ def prepare_run(config: RunConfig, directory: Path, bundle: Any, model: torch.nn
 
 
 def summarize(config: RunConfig, directory: Path, model: torch.nn.Module, masks: Masks | None,
-              bundle: Any, result: dict[str, Any], device: torch.device, start: float
-              ) -> dict[str, Any]:
+              bundle: Any, result: dict[str, Any], device: torch.device, start: float,
+              pack_size: int = 1) -> dict[str, Any]:
     """The run's ``summary.json`` record from the trained (masked) ``model`` and the training
-    loop's ``result``."""
+    loop's ``result``. ``pack_size``: the number of networks it was trained with in one
+    fused pack (1: alone); float32 results depend on it in the last bits (the fused
+    kernels sum in another order), so it is recorded."""
     return {
         "run_dir": str(directory), "preset": config.preset, "method": config.method,
         "seed": config.seed, "sparsity": config.sparsity,
@@ -428,7 +430,7 @@ def summarize(config: RunConfig, directory: Path, model: torch.nn.Module, masks:
         "effective_sparsity": _effective_sparsity(directory, model, masks, bundle.input_shape),
         "holdout": config.holdout, "final_val_acc": _val_accuracy(model, bundle, config, device),
         "precision": precision_record(config.train, device)["precision"],
-        "seconds": time.perf_counter() - start,
+        "pack_size": pack_size, "seconds": time.perf_counter() - start,
     }
 
 

@@ -284,10 +284,38 @@ class Masks(Mapping[str, torch.Tensor]):
         if not isinstance(payload, dict) or payload.get("format") != FILE_FORMAT:
             raise MaskMismatchError(f"{str(path)!r} is not an ntksap mask file "
                                     "(write one with `ntksap prune --out` or Masks.save)")
+        _check_payload(payload, path)
         masks = cls(payload["masks"], payload.get("meta"))
         if model is not None:
             masks.check(model)
         return masks
+
+
+def _check_payload(payload: dict[str, Any], path: Path) -> None:
+    """A mask file's payload, beyond its format tag: ``masks`` a non-empty mapping of layer
+    names to non-empty tensors of 0/1 (or bool), the same shapes as ``shapes`` records, and
+    ``meta`` a mapping. :class:`MaskMismatchError` names the first problem."""
+    masks, meta, shapes = payload.get("masks"), payload.get("meta"), payload.get("shapes")
+
+    def bad(problem: str) -> MaskMismatchError:
+        return MaskMismatchError(f"{str(path)!r} is a damaged ntksap mask file: {problem}; "
+                                 "write it again with `ntksap prune --out` or Masks.save")
+
+    if not isinstance(masks, dict) or not masks:
+        raise bad("it holds no masks (its 'masks' entry is missing, empty or not a mapping)")
+    if meta is not None and not isinstance(meta, dict):
+        raise bad("its 'meta' entry is not a mapping")
+    for name, mask in masks.items():
+        if not isinstance(name, str) or not isinstance(mask, torch.Tensor):
+            raise bad(f"layer {name!r} has no mask tensor")
+        if mask.numel() == 0:
+            raise bad(f"layer {name!r} has an empty mask")
+        if mask.dtype != torch.bool and not ((mask == 0) | (mask == 1)).all():
+            raise bad(f"layer {name!r} has mask values other than 0 and 1")
+        if isinstance(shapes, dict) and name in shapes and list(mask.shape) != list(
+                shapes[name]):
+            raise bad(f"layer {name!r} has a mask of shape {list(mask.shape)}, but the file "
+                      f"records {shapes[name]}")
 
 
 def measured_sparsity(model: nn.Module, layer_filter: LayerFilter | None = None) -> float:

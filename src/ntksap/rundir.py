@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from .atomic import atomic_torch_save, write_text_atomic
-from .errors import CheckpointError
+from .errors import CheckpointError, MaskMismatchError
 from .masks import Masks
 
 CONFIG = "config.json"
@@ -153,7 +153,25 @@ def rewind_path(directory: Path) -> Path:
 
 
 def load_rewind(directory: Path) -> dict[str, torch.Tensor]:
-    return torch.load(directory / REWIND, map_location="cpu", weights_only=True)
+    return load_weights(directory / REWIND)
+
+
+def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    """A run's saved weights (``init.pt``, ``rewind.pt``), read without running any code
+    (``weights_only``); a file that is not a plain state dict (torn, foreign, or a pickle
+    that would run code) is a :class:`CheckpointError` naming it and the fix."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - whatever torch raises, one line
+        raise CheckpointError(
+            f"cannot read the weights {str(path)!r} ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else 'unreadable'}); it is not a weights "
+            "file that ntksap wrote: move the run directory away and run it again") from err
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor)
+                                               for v in state.values()):
+        raise CheckpointError(f"{str(path)!r} holds no state dict of tensors; move the run "
+                              "directory away and run it again")
+    return state
 
 
 def initial_weights(directory: Path, imp: bool = False) -> Path | None:
@@ -173,7 +191,27 @@ def existing_masks(directory: Path) -> Path | None:
 
 
 def load_masks(directory: Path, model: torch.nn.Module | None = None) -> Masks:
-    return Masks.load(directory / MASKS, model)
+    """The run's ``masks.pt``; an unreadable or damaged one is a :class:`CheckpointError`
+    saying that moving it aside makes the run prune again."""
+    path = directory / MASKS
+    try:
+        return Masks.load(path, model)
+    except MaskMismatchError as err:
+        if not path.exists() or model is not None and _readable(path):
+            raise  # masks for another model: moving them aside would hide that
+        raise CheckpointError(
+            f"the run's mask file {str(path)!r} is unreadable or damaged; move it aside "
+            f"(e.g. `mv {path} {path}.bad`) and run the same command again: "
+            "the run prunes again with the same seed") from err
+
+
+def _readable(path: Path) -> bool:
+    """Whether ``path`` reads as a mask file (for another model, perhaps)."""
+    try:
+        Masks.load(path)
+    except MaskMismatchError:
+        return False
+    return True
 
 
 def save_masks(directory: Path, masks: Masks, densities: Any) -> None:

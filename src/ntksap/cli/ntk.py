@@ -25,7 +25,7 @@ from ..masks import Masks
 from ..models import MODELS, build_model, model_spec
 from ..ntk import compare_spectra, mask_label, write_comparison
 from ..ntk.compare import DENSE_NETWORK, check_inputs, finite
-from ..ntk.memory import DEFAULT_BUDGET, parse_bytes
+from ..ntk.memory import DEFAULT_BUDGET, check_kernel_fits, parse_bytes
 from ..ntk.params import PARAMS
 from ..ntk.runs import SPECTRUM_FILE, find_runs, run_spectrum
 from .helpformat import DefaultsFormatter, description
@@ -91,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
     if args.labels is not None and len(args.labels) != len(args.masks):
         raise ConfigError(f"{len(args.labels)} labels for {len(args.masks)} mask files; give "
                           "one label per mask file, or none")
+    check_kernel_fits(args.inputs, args.num_classes, 4, budget)  # before drawing anything
     model = build_model(args.model, args.num_classes, seed=args.seed).to(args.device)
     own = tuple(model_spec(args.model).input_shape)
     shape = tuple(args.input_shape or own)

@@ -66,22 +66,33 @@ def _largest(fits: Callable[[int], bool], upper: int) -> int:
     return lo
 
 
+def check_kernel_fits(n: int, k: int, itemsize: int, budget: int, what: str = "the NTK",
+                      need_more: int = 0) -> None:
+    """Refuse, before anything is drawn or computed, a kernel K of n inputs x k logits that
+    alone does not fit in ``budget`` (``need_more``: the least working memory besides K,
+    when known)."""
+    rows = n * k
+    kernel = rows * rows * itemsize
+    if kernel < budget:
+        return
+    most = max(0, math.isqrt(budget // itemsize) // k - 1)
+    raise MemoryBudgetError(
+        f"{what} of {n} inputs x {k} logits is a {rows} x {rows} matrix: "
+        f"{format_bytes(kernel)} alone, over the memory budget of {format_bytes(budget)}. "
+        f"Raise the budget (memory_budget=, --memory-budget) above "
+        f"{format_bytes(kernel + need_more)}, use at most {most} inputs (--inputs), "
+        f"or a subset of the logits (logits=[...]); the Jacobian itself is chunked over "
+        f"inputs and logits automatically. For the trace alone, ntk_trace and "
+        f"hutchinson_trace never form K")
+
+
 def plan_kernel(n: int, k: int, p: int, itemsize: int, work: Work, budget: int,
                 what: str = "the NTK") -> Plan:
     """Chunk sizes for K = J J^T of n inputs x k logits with p parameters."""
     rows = n * k
     kernel = rows * rows * itemsize
     row = p * itemsize
-    if kernel >= budget:
-        most = max(0, math.isqrt(budget // itemsize) // k - 1)
-        raise MemoryBudgetError(
-            f"{what} of {n} inputs x {k} logits is a {rows} x {rows} matrix: "
-            f"{format_bytes(kernel)} alone, over the memory budget of {format_bytes(budget)}. "
-            f"Raise the budget (memory_budget=, --memory-budget) above "
-            f"{format_bytes(kernel + 2 * row + work(1, 1))}, use at most {most} inputs (--inputs), "
-            f"or a subset of the logits (logits=[...]); the Jacobian itself is chunked over "
-            f"inputs and logits automatically. For the trace alone, ntk_trace and "
-            f"hutchinson_trace never form K")
+    check_kernel_fits(n, k, itemsize, budget, what, 2 * row + work(1, 1))
     avail = budget - kernel
     stored = rows * row
     c = _largest(lambda c: stored + work(c, k) <= avail, n)

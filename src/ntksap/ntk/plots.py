@@ -11,6 +11,8 @@ from typing import Any
 
 import torch
 
+from ..markdown import escape
+
 
 def new_figure(columns: int = 1, rows: int = 1, size: tuple[float, float] = (6.0, 4.0)):
     """A figure with a ``rows`` x ``columns`` grid of axes, drawn on an Agg canvas."""
@@ -56,7 +58,7 @@ def _cell(value: Any) -> str:
         if math.isinf(value):
             return "inf"
         return f"{value:.6g}"
-    return str(value)
+    return escape(value)
 
 
 def write_table(rows: Sequence[Mapping[str, Any]], path_stem: str | os.PathLike

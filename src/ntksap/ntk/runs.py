@@ -30,7 +30,7 @@ from ..init import KAIMING
 from ..masks import Masks
 from ..models import build_model, model_spec
 from .compare import DENSE_NETWORK, compare_spectra, finite
-from .memory import DEFAULT_BUDGET
+from .memory import DEFAULT_BUDGET, check_kernel_fits, parse_bytes
 
 SPECTRUM_FILE = rundir.SPECTRUM
 
@@ -135,11 +135,11 @@ def run_spectrum(directory: str | Path, *, inputs: int = 100, input_seed: int = 
         old = rundir.read_spectrum(directory)
         if all(old.get(k) == v for k, v in settings.items()):
             return {**old, "skipped": True}
+    check_kernel_fits(inputs, int(config["num_classes"]), 4, parse_bytes(memory_budget))
     model = build_model(config["model"], int(config["num_classes"]),
                         seed=int(config.get("seed", 0)), init=config.get("init") or KAIMING)
     if target.weights is not None:  # the run's own theta_0 (the seed rebuilds it too)
-        model.load_state_dict(torch.load(target.weights, map_location="cpu",
-                                         weights_only=True))
+        model.load_state_dict(rundir.load_weights(target.weights))
     model.to(device)
     masks: dict[str, Masks] = {}
     if target.masks is not None:

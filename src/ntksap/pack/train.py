@@ -396,7 +396,7 @@ def _finish(model: nn.Module, state: _State, optimizer: torch.optim.Optimizer, s
             "best_test_acc": history.best[0], "best_epoch": history.best[1]})
         ck.write_done(rundir.done_path(member.directory), train_config, result)
         summary = summarize(member.config, member.directory, net, member.masks, bundle, result,
-                            device, start)
+                            device, start, pack_size=size)
         rundir.write_summary(member.directory, summary)
         results.append(MemberResult(member.config, summary))
     return results

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..markdown import escape
 from ..methods import METHODS
 from ..runners import is_baseline
 from .collapse import collapsed
@@ -214,13 +215,14 @@ def markdown(rows: list[Row]) -> str:
         mine = [r for r in rows if r.setting == setting]
         names = sorted({n for r in mine for n in r.options})  # the options that vary
         options = {r.variant: r.options for r in mine}
-        parts.append(f"\n### {setting}\n")
-        parts.append("| method | " + "".join(f"{n} | " for n in names)
+        parts.append(f"\n### {escape(setting)}\n")
+        parts.append("| method | " + "".join(f"{escape(n)} | " for n in names)
                      + " | ".join(f"{c:.2f} %" for c in columns) + " |")
         parts.append("|---|" + "---|" * (len(names) + len(columns)))
         for name, cells in lines:
             given = options.get(name, {})
-            parts.append(f"| {name} | " + "".join(f"{given.get(n, '')} | " for n in names)
+            parts.append(f"| {escape(name)} | "
+                         + "".join(f"{escape(given.get(n, ''))} | " for n in names)
                          + " | ".join(cells.get(c, "") for c in columns) + " |")
     return "\n".join(parts) + "\n"
 
@@ -229,15 +231,16 @@ def not_reported(points: list[Point]) -> str:
     """Markdown lists of the diverged runs (counted ✗ in the table, with their epoch) and of
     the runs the table leaves out (failed, unfinished, unreadable) and unreadable files, each
     with its run directory and error; empty if none."""
-    diverged = [f"- `{p.key}`: training loss not finite in epoch {p.diverged_epoch}"
+    diverged = [f"- {escape(p.key)}: training loss not finite in epoch {p.diverged_epoch}"
                 for p in points if p.diverged_epoch is not None]
     lines = []
     for p in points:
         if p.status != "done" and p.diverged_epoch is None:
             error = (p.error or "").strip().splitlines()
-            where = f" in `{p.run_dir}`" if p.run_dir else ""
-            lines.append(f"- `{p.key}` ({p.status}){where}" + (f": {error[0]}" if error else ""))
-        lines += [f"- `{p.key}`: unreadable file {f}" for f in p.unreadable]
+            where = f" in {escape(p.run_dir)}" if p.run_dir else ""
+            lines.append(f"- {escape(p.key)} ({p.status}){where}"
+                         + (f": {escape(error[0])}" if error else ""))
+        lines += [f"- {escape(p.key)}: unreadable file {escape(f)}" for f in p.unreadable]
     text = ""
     if diverged:
         text += "\n### Diverged runs (✗ in the table)\n\n" + "\n".join(diverged) + "\n"
