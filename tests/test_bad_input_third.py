@@ -281,3 +281,110 @@ def test_labels_are_written_to_markdown_as_text_not_html(tmp_path, capsys):
     text = (out / "masks.md").read_text()
     assert "<script>" not in text and "&lt;script&gt;alert(1)&lt;/script&gt;" in text
     assert "b&#124;c" in text
+
+
+@pytest.mark.parametrize("command", ["compare-masks", "ntk"])
+def test_masks_made_for_resnet20_are_refused_on_resnet32_naming_the_first_new_layer(
+        tmp_path, capsys, command):
+    paths = []
+    for seed in (0, 1):
+        path = tmp_path / f"m{seed}.pt"
+        assert main(["prune", "--model", "resnet20", "--method", "random", "--sparsity", "0.5",
+                     "--seed", str(seed), "--out", str(path), "--json"]) == 0
+        paths.append(str(path))
+    capsys.readouterr()
+    out = tmp_path / "out"
+    argv = ({"compare-masks": ["compare-masks", *paths, "--model", "resnet32"],
+             "ntk": ["ntk", "--model", "resnet32", "--masks", *paths, "--inputs", "2"]}[command])
+    assert main([*argv, "--out", str(out)]) == 2
+    line = _one_line(capsys, command)
+    assert "masks do not match" in line and "'layer1.3.conv1'" in line
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("preset", ["mnist-lenet300-short", "mnist-lenet5-short",
+                                    "cifar100-vgg16"])
+def test_synthetic_data_takes_the_shape_and_classes_of_any_presets_dataset(tmp_path, capsys,
+                                                                           preset):
+    argv = ["run", "--preset", preset, "--dataset", "synthetic", "--limit-per-class", "4",
+            "--method", "random", "--sparsity", "0.5", "--epochs", "1", "--batch-size", "8",
+            "--no-progress", "--json", "--out-dir", str(tmp_path)]
+    if preset == "cifar100-vgg16":
+        argv += ["--model", "convnet"]  # VGG-16 is slow for a smoke test
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert summary["epochs"] == 1 and summary["sparsity"] == 0.5
+
+
+def test_a_model_that_cannot_take_the_images_says_drop_model_only_when_given(tmp_path, capsys):
+    argv = ["run", "--preset", "mnist-lenet300-short", "--dataset", "synthetic",
+            "--limit-per-class", "4", "--method", "dense", "--epochs", "1", "--no-progress",
+            "--out-dir", str(tmp_path)]
+    assert main([*argv, "--model", "resnet20"]) == 2
+    assert "or drop --model" in _one_line(capsys, "run")
+
+
+def test_two_specs_under_one_sweep_name_in_one_store_are_refused(tmp_path, capsys):
+    first = _spec(tmp_path)
+    assert main(["sweep", str(first), "--workers", "0", "--no-progress"]) == 0
+    capsys.readouterr()
+    other = tmp_path / "other"
+    other.mkdir()
+    second = _spec(other, out_dir=str(tmp_path / "runs"),
+                   grid={"method": ["magnitude"], "c": [2], "seed": [0]})
+    before = sorted(p.name for p in (tmp_path / "runs").rglob("*"))
+    assert main(["sweep", str(second), "--workers", "0", "--no-progress"]) == 2
+    line = _one_line(capsys, "sweep")
+    assert "already holds a sweep named 's' from another spec" in line and str(first) in line
+    assert sorted(p.name for p in (tmp_path / "runs").rglob("*")) == before
+    assert main(["sweep", str(first), "--workers", "0", "--no-progress"]) == 0  # same spec
+
+
+def _swept(tmp_path: Path, capsys) -> Path:
+    """A finished two-run sweep; its store."""
+    path = _spec(tmp_path, grid={"method": ["random", "magnitude"], "c": [2], "seed": [0]})
+    assert main(["sweep", str(path), "--workers", "0", "--no-progress"]) == 0
+    capsys.readouterr()
+    return tmp_path / "runs" / "ntksap.db"
+
+
+def test_report_lists_a_deleted_run_directory_and_unreadable_files(tmp_path, capsys):
+    import shutil
+
+    db = _swept(tmp_path, capsys)
+    runs = sorted((tmp_path / "runs" / "cifar10-resnet20").iterdir())
+    shutil.rmtree(runs[0])
+    (runs[1] / "metrics.jsonl").write_text("not json\n")
+    (runs[1] / "masks.pt").write_bytes(b"junk")
+    assert main(["report", str(db), "--out", str(tmp_path / "report")]) == 0
+    out = capsys.readouterr().out
+    assert f"{runs[0]} (the run directory is missing" in out
+    assert f"{runs[1] / 'metrics.jsonl'} (JSONDecodeError" in out
+    assert f"{runs[1] / 'masks.pt'} (" in out
+    page = (tmp_path / "report" / "results.md").read_text()
+    assert "the run directory is missing" in page and "metrics.jsonl" in page
+
+
+def test_report_finds_the_runs_of_a_moved_results_folder(tmp_path, capsys):
+    db = _swept(tmp_path, capsys)
+    assert main(["report", str(db), "--out", str(tmp_path / "before")]) == 0
+    figures = sorted(p.name for p in (tmp_path / "before" / "figures").iterdir())
+    capsys.readouterr()
+    (tmp_path / "runs").rename(tmp_path / "moved")
+    assert main(["report", str(tmp_path / "moved" / "ntksap.db"), "--out",
+                 str(tmp_path / "after")]) == 0
+    assert "unreadable" not in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "after" / "figures").iterdir()) == figures
+
+
+def test_a_sweep_rerun_redoes_a_run_whose_directory_was_deleted(tmp_path, capsys):
+    import shutil
+
+    _swept(tmp_path, capsys)
+    runs = sorted((tmp_path / "runs" / "cifar10-resnet20").iterdir())
+    shutil.rmtree(runs[0])
+    path = tmp_path / "s.yaml"
+    assert main(["sweep", str(path), "--workers", "0", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "1 finished run(s) have lost their run directory and run again" in err
+    assert (runs[0] / "summary.json").is_file()

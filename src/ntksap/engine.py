@@ -21,7 +21,7 @@ from .errors import (
     NtksapError,
 )
 from .init import KAIMING, check_init, initialize_
-from .masks import LayerFilter, Masks, prunable_layers
+from .masks import LayerFilter, Masks, fingerprint, prunable_layers
 from .methods import Method, ScoreContext, ScoringNet, check_options, method_class
 from .methods.base import PRUNING_BATCH_SIZE
 from .selection import SCOPES, select
@@ -156,8 +156,8 @@ def prune(model: nn.Module, method: str | Method, sparsity: float, *,
         scope=scope, seed=seed, transform=transform, input_shape=list(ctx.input_shape),
         batch_size=ctx.batch_size, channels_last=net.channels_last,
         options=dataclasses.asdict(scorer) if dataclasses.is_dataclass(scorer) else {},
-        model=type(model).__name__, collapsed_layers=collapsed,
-        seconds=time.perf_counter() - start)
+        model=type(model).__name__, fingerprint=fingerprint(model),
+        collapsed_layers=collapsed, seconds=time.perf_counter() - start)
     return masks
 
 

@@ -537,7 +537,8 @@ def open_data(config: RunConfig, data_dir: str | Path | None, download: bool,
     preset = get_preset(config.preset)
     try:
         bundle = load_dataset(config.dataset, data_dir, download,
-                              limit_per_class=config.limit_per_class or None, progress=progress)
+                              limit_per_class=config.limit_per_class or None, progress=progress,
+                              like=preset.dataset, num_classes=config.num_classes)
         expected = IMAGE_SHAPES.get(preset.dataset)
         if config.dataset == "folder" and expected and bundle.in_memory:
             check_image_shape(bundle.train, expected, preset.dataset, bundle.source)
@@ -564,8 +565,9 @@ def check_model(model: torch.nn.Module, input_shape: tuple[int, ...],
         raise InputShapeError(
             f"model {config.model!r} cannot take the {config.dataset} images "
             f"({' x '.join(map(str, input_shape))}): {str(err).splitlines()[0]}; choose a "
-            f"model for these images (the preset's is {get_preset(config.preset).model}), "
-            "or drop --model") from err
+            f"model for these images (the preset's is {get_preset(config.preset).model})"
+            + (", or drop --model" if config.model != get_preset(config.preset).model else "")
+        ) from err
     finally:
         model.train(was_training)
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, config.num_classes):

@@ -170,9 +170,12 @@ class Masks(Mapping[str, torch.Tensor]):
     # Checks, apply, remove, export
     def check(self, model: nn.Module) -> None:
         """Raise :class:`MaskMismatchError` unless every mask names a layer of ``model`` with the
-        same weight shape."""
+        same weight shape and, for masks that carry their model's fingerprint
+        (``meta["fingerprint"]``, every prunable layer's name and weight shape, recorded by
+        :func:`ntksap.prune`), unless ``model`` has exactly those prunable layers: masks made
+        for ResNet-20 do not pass on a ResNet-32, whose extra layers would stay dense."""
         modules = dict(model.named_modules())
-        problems = []
+        problems = _fingerprint_problems(self.meta.get("fingerprint"), model)
         for name, m in self._masks.items():
             module = modules.get(name)
             if module is None or not isinstance(module, PRUNABLE_TYPES):
@@ -316,6 +319,32 @@ def _check_payload(payload: dict[str, Any], path: Path) -> None:
                 shapes[name]):
             raise bad(f"layer {name!r} has a mask of shape {list(mask.shape)}, but the file "
                       f"records {shapes[name]}")
+
+
+def fingerprint(model: nn.Module) -> dict[str, list[int]]:
+    """Every prunable layer of ``model`` (no filter) by name, with its weight's shape: what
+    masks record of the model they were made for."""
+    try:
+        layers = prunable_layers(model)
+    except NoPrunableLayersError:
+        return {}
+    return {name: list(raw_weight(module).shape) for name, module in layers.items()}
+
+
+def _fingerprint_problems(recorded: Any, model: nn.Module) -> list[str]:
+    """How ``model``'s prunable layers differ from a recorded fingerprint (none recorded:
+    masks from before fingerprints, or made by hand)."""
+    if not isinstance(recorded, dict):
+        return []
+    actual = fingerprint(model)
+    problems = [f"the model has a prunable layer {name!r} the masks' model did not have"
+                for name in actual if name not in recorded]
+    problems += [f"the masks' model had a prunable layer {name!r} this model lacks"
+                 for name in recorded if name not in actual]
+    problems += [f"layer {name!r} has weight shape {tuple(actual[name])}, the masks' model "
+                 f"had {tuple(recorded[name])}" for name in actual
+                 if name in recorded and list(recorded[name]) != actual[name]]
+    return problems[:1]  # the first difference; the per-mask checks follow
 
 
 def measured_sparsity(model: nn.Module, layer_filter: LayerFilter | None = None) -> float:

@@ -82,13 +82,20 @@ def metrics_path(directory: Path) -> Path:
     return directory / METRICS
 
 
-def read_metrics(directory: Path) -> list[dict[str, Any]]:
-    """The per-epoch records of ``metrics.jsonl`` ([] when there is none or it cannot be
-    read)."""
+def read_metrics(directory: Path, strict: bool = False) -> list[dict[str, Any]]:
+    """The per-epoch records of ``metrics.jsonl`` ([] when there is none or, unless
+    ``strict``, when it cannot be read; ``strict`` raises OSError or ValueError then)."""
     try:
         lines = (directory / METRICS).read_text(encoding="utf-8").splitlines()
-        return [json.loads(line) for line in lines if line.strip()]
+        records = [json.loads(line) for line in lines if line.strip()]
+        if not all(isinstance(r, dict) and "epoch" in r for r in records):
+            raise ValueError("a line is not an epoch's record")
+        return records
+    except FileNotFoundError:
+        return []
     except (OSError, ValueError):
+        if strict:
+            raise
         return []
 
 

@@ -9,6 +9,7 @@ the page and in results.md with their directory; a source without any run is an 
 from __future__ import annotations
 
 import argparse
+import sys
 
 from .helpformat import DefaultsFormatter, description
 
@@ -49,9 +50,17 @@ def run(args: argparse.Namespace) -> int:
                   dict.fromkeys(p.status for p in left_out)}
         print("  not in the table: " + ", ".join(f"{n} {s}" for s, n in counts.items())
               + " (listed on the page and in results.md)")
+    problems = 0
     for p in report.points:
         if p.status == "unreadable":
             print(f"  unreadable run {p.run_dir}: {p.error}")
+            problems += 1
         for f in p.unreadable:
             print(f"  unreadable file {f}")
+            problems += 1
+    if not report.figures:
+        print(f"ntksap report: error: no figure could be drawn ({problems} unreadable runs or "
+              "files, listed above); fix or remove them and run the report again",
+              file=sys.stderr)
+        return 1
     return 0

@@ -105,6 +105,7 @@ def _run(args: argparse.Namespace) -> int:
     pack_size = parse_pack_size(args.pack_size)
     sets, only = _overrides(args)
     sweep = expand(load_spec(args.spec, sets), only)
+    sweep.source = str(Path(args.spec).resolve())
     for line in _duplicates(sweep):
         print(f"ntksap sweep: warning: {line}", file=sys.stderr)
     if args.dry_run:

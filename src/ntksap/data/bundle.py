@@ -143,7 +143,8 @@ def _limit(data: ImageTensors, limit: int | None) -> ImageTensors:
 def load_dataset(name: str, data_dir: str | Path | None = None, download: bool = False, *,
                  cache_dir: str | Path | None = None, limit_per_class: int | None = None,
                  workers: int | None = None, progress: bool = True, augment: str = "auto",
-                 padding: int = 4, in_memory: bool | None = None) -> DatasetBundle:
+                 padding: int = 4, in_memory: bool | None = None, like: str = "cifar10",
+                 num_classes: int = 10) -> DatasetBundle:
     """Load ``cifar10``, ``cifar100``, ``tinyimagenet``, ``imagenet``, ``mnist``, ``folder``
     or ``synthetic`` (10 learnable CIFAR-shaped classes made from a seed, for smoke tests).
 
@@ -153,17 +154,22 @@ def load_dataset(name: str, data_dir: str | Path | None = None, download: bool =
     ``cache_dir`` (default ``$NTKSAP_CACHE`` or ``~/.cache/ntksap``). ``limit_per_class`` keeps
     the first n images of each class (quick runs, tests). ``augment``: auto, crop (pad by
     ``padding`` + flip), resized_crop (+ flip), flip, none. ``in_memory`` overrides the
-    small-image (<= 64 px) test for ``folder``.
+    small-image (<= 64 px) test for ``folder``. ``like`` and ``num_classes`` shape the
+    ``synthetic`` data: the image shape and augmentation of dataset ``like`` (cifar10,
+    cifar100, tinyimagenet, mnist; 3 x 32 x 32 for any other) and that many classes; other
+    datasets ignore them.
     """
     name = name.lower()
     if name not in DATASETS:
         raise UnknownNameError("dataset", name, DATASETS)
-    if name == "synthetic":  # 10 learnable CIFAR-shaped classes, no files
-        train, test = synthetic_splits(train_per_class=limit_per_class or 100,
+    if name == "synthetic":  # learnable classes shaped like dataset `like`, no files
+        shape = IMAGE_SHAPES.get(like, IMAGE_SHAPES["cifar10"])
+        train, test = synthetic_splits(num_classes, shape,
+                                       train_per_class=limit_per_class or 100,
                                        test_per_class=max(10, (limit_per_class or 100) // 5))
         return DatasetBundle(name, train.classes, tuple(train.x.shape[1:]), train.mean,
                              train.std, train, test, Path("<synthetic>"),
-                             _augment(augment, "cifar10", tuple(train.x.shape[2:]), padding))
+                             _augment(augment, like, tuple(train.x.shape[2:]), padding))
     if name == "folder" and data_dir is None:
         raise DatasetNotFoundError("the folder dataset needs a path: an image folder "
                                    "(train/<class>/*, test/<class>/*) or an archive of one")

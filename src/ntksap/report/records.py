@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from .. import rundir
-from ..errors import ConfigError
+from ..errors import ConfigError, MaskMismatchError
 from ..experiment import normalize_record
 from ..init import KAIMING
+from ..masks import Masks
 from ..rundir import read_json
 from ..runners import Runner, label, runner_for_job
 from ..train import get_preset
@@ -118,7 +119,7 @@ def _from_store(path: Path, sweep: str | None) -> list[Point]:
         runner = runner_for_job(row["kind"], row["config"])
         config, extra = _settings(row["config"])
         summary = row["summary"] or {}
-        run_dir = Path(row["run_dir"]) if row["run_dir"] else None
+        run_dir = _located(Path(row["run_dir"]), path, row["key"]) if row["run_dir"] else None
         base = Point(row["key"], row["status"], config.get("method", ""),
                      float(config.get("sparsity", 0.0)), int(config.get("seed", 0)),
                      {**config, **extra}, summary.get("final_test_acc"),
@@ -126,6 +127,16 @@ def _from_store(path: Path, sweep: str | None) -> list[Point]:
                      labels=row["labels"])
         points += _expand(base, runner, summary)
     return points
+
+
+def _located(run_dir: Path, store: Path, key: str) -> Path:
+    """A store row's run directory: where it was recorded, or, when that is gone (the
+    results folder was moved or copied), the same run below the store's own folder (a
+    sweep's store lies in its out-dir, and a row's key is the run's path below it)."""
+    if run_dir.exists():
+        return run_dir
+    moved = store.resolve().parent / key
+    return moved if moved.is_dir() else run_dir
 
 
 def _settings(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -183,9 +194,23 @@ def _attach(point: Point) -> Point:
     """Read the per-epoch records, the per-layer densities and the NTK spectrum a run
     directory holds."""
     directory = point.run_dir
-    if directory is None or not directory.exists():
+    if directory is None:
         return point
-    point.metrics = rundir.read_metrics(directory)
+    if not directory.is_dir():
+        point.unreadable.append(f"{directory} (the run directory is missing: deleted, or "
+                                "moved without its store)")
+        return point
+    try:
+        point.metrics = rundir.read_metrics(directory, strict=True)
+    except (OSError, ValueError) as err:
+        point.unreadable.append(f"{rundir.metrics_path(directory)} ({type(err).__name__}: "
+                                f"{err})")
+    masks = rundir.existing_masks(directory)
+    if masks is not None:
+        try:
+            Masks.load(masks)
+        except (MaskMismatchError, OSError) as err:
+            point.unreadable.append(f"{masks} ({err})")
     densities = rundir.densities_path(directory)
     if densities.exists():
         point.densities = _read_any(densities, list, point)

@@ -9,6 +9,7 @@ command-line form.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from .imp import ImpConfig, imp_config, imp_dir, run_imp
@@ -48,11 +49,16 @@ def run_sweep(sweep: Sweep, *, backend: str | None = None, workers: int | None =
                           device or sweep.device, compile=compile,
                           separate_unfusable=separate_unfusable)
     with Store(sweep.db) as store:
-        store.add(sweep.name, sweep.jobs)
+        store.add(sweep.name, sweep.jobs, source=sweep.source or None)
         if sweep.queue != sweep.name:
             store.add(sweep.queue, sweep.jobs)
         if retry_failed:
             store.retry_failed(sweep.queue)
+        missing = store.requeue_missing(sweep.queue)
+    if missing:
+        print(f"ntksap sweep: warning: {len(missing)} finished run(s) have lost their run "
+              f"directory and run again: {', '.join(missing[:3])}"
+              + (" ..." if len(missing) > 3 else ""), file=sys.stderr)
     max_attempts = kwargs.pop("max_attempts", sweep.max_attempts)
     if backend == "ray":
         return run_ray(sweep.db, sweep.queue, options, address=ray_address,

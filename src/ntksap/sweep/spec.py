@@ -76,6 +76,7 @@ class Sweep:
     max_attempts: int = 3
     only: tuple[str, ...] = ()
     duplicates: list[str] = dataclasses.field(default_factory=list)
+    source: str = ""  # the spec file (absolute path) it was read from, when read from one
 
     def __post_init__(self) -> None:
         self.db = self.db or str(Path(self.out_dir) / "ntksap.db")

@@ -199,11 +199,16 @@ class Store:
                          "VALUES (?, ?, ?, ?, ?)", (time.time(), key, event, worker, detail))
 
     # Filling -------------------------------------------------------------------------------
-    def add(self, sweep: str, jobs: Iterable[Job]) -> int:
+    def add(self, sweep: str, jobs: Iterable[Job], source: str | None = None) -> int:
         """Record ``jobs`` as members of ``sweep``, as pending rows unless the store already
-        has them (in any state). All or nothing; returns how many rows are new."""
+        has them (in any state). All or nothing; returns how many rows are new. ``source``
+        (the spec file's path) is recorded with the sweep's name the first time; another
+        spec under the same name in the same store is a :class:`ConfigError` (its runs would
+        mix with the first spec's under one name)."""
         now, new = time.time(), 0
         with self._write() as db:
+            if source is not None:
+                self._claim_name(db, sweep, source)
             for position, job in enumerate(jobs):
                 cur = db.execute(
                     "INSERT OR IGNORE INTO runs (key, kind, config, labels, preset, method, "
@@ -217,6 +222,19 @@ class Store:
                 db.execute("INSERT OR IGNORE INTO members (sweep, key, position) "
                            "VALUES (?, ?, ?)", (sweep, job.key, position))
         return new
+
+    def _claim_name(self, db: sqlite3.Connection, sweep: str, source: str) -> None:
+        """Record that ``sweep`` comes from the spec ``source``, or refuse another spec."""
+        key = f"source:{sweep}"
+        row = db.execute("SELECT value FROM meta WHERE name=?", (key,)).fetchone()
+        if row is None:
+            db.execute("INSERT INTO meta VALUES (?, ?)", (key, source))
+        elif row[0] != source:
+            raise ConfigError(
+                f"the store {self.path} already holds a sweep named {sweep!r} from another "
+                f"spec ({row[0]}); its runs and this spec's would mix under one name: give "
+                "this sweep another name (--name or the spec's name key) or another store "
+                "(--db)")
 
     # Transitions ---------------------------------------------------------------------------
     def claim(self, sweep: str | None = None, worker: str | None = None,
@@ -353,6 +371,21 @@ class Store:
                            (key,))
                 self._event(key, "retry")
         return len(keys)
+
+    def requeue_missing(self, sweep: str | None = None) -> list[str]:
+        """Put the done rows (of ``sweep``) whose run directory is gone back to pending (the
+        run is done again; a rerun of the sweep would otherwise report a run it no longer
+        has); returns their keys."""
+        member = "AND key IN (SELECT key FROM members WHERE sweep = ?)" if sweep else ""
+        with self._write() as db:
+            rows = db.execute(f"SELECT key, run_dir FROM runs WHERE status = 'done' {member}",
+                              (sweep,) if sweep else ()).fetchall()
+            keys = [key for key, run_dir in rows if run_dir and not Path(run_dir).is_dir()]
+            for key in keys:
+                db.execute("UPDATE runs SET status = 'pending', attempts = 0 WHERE key = ?",
+                           (key,))
+                self._event(key, "requeued", detail="its run directory is missing")
+        return keys
 
     # Reading -------------------------------------------------------------------------------
     def counts(self, sweep: str | None = None) -> dict[str, int]:
