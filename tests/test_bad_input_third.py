@@ -388,3 +388,78 @@ def test_a_sweep_rerun_redoes_a_run_whose_directory_was_deleted(tmp_path, capsys
     err = capsys.readouterr().err
     assert "1 finished run(s) have lost their run directory and run again" in err
     assert (runs[0] / "summary.json").is_file()
+
+
+def test_temporaries_of_killed_writes_are_removed(tmp_path, capsys):
+    import os
+    import time
+
+    from ntksap import atomic
+
+    directory = _finished_run(tmp_path, capsys)
+    (directory / "done.json").unlink()
+    (directory / "summary.json").unlink()
+    left = [directory / ".checkpoint.pt.abc123", directory / ".metrics.jsonl.x9"]
+    for path in left:
+        path.write_bytes(b"half a write")
+    other = directory / ".notes.txt.keep"  # not a run file: never touched
+    other.write_text("mine")
+    assert main(["run", *TINY, "--method", "random", "--sparsity", "0.5", "--json",
+                 "--out-dir", str(directory.parent.parent)]) == 0
+    assert not any(p.exists() for p in left) and other.exists()
+    # any atomic write removes its own file's abandoned temporaries (older than an hour)
+    target = tmp_path / "m2.pt"
+    old, fresh = tmp_path / ".m2.pt.old111", tmp_path / ".m2.pt.new222"
+    for path in (old, fresh):
+        path.write_bytes(b"x")
+    hour_ago = time.time() - atomic.ABANDONED_AFTER - 5
+    os.utime(old, (hour_ago, hour_ago))
+    atomic.write_text_atomic(target, "done")
+    assert not old.exists() and fresh.exists() and target.read_text() == "done"
+
+
+@pytest.mark.parametrize("command", ["report", "compare-masks", "ntk", "lab"])
+def test_a_read_only_output_folder_is_one_line_and_leaves_no_empty_files(tmp_path, capsys,
+                                                                         monkeypatch, command):
+    import errno
+
+    from ntksap import atomic
+
+    if command == "report":
+        db = _swept(tmp_path, capsys)
+        argv = ["report", str(db)]
+    elif command == "compare-masks":
+        paths = []
+        for i in (0, 1):
+            path = tmp_path / f"m{i}.pt"
+            Masks({"fc": torch.rand(3, 4, generator=torch.Generator().manual_seed(i)) < 0.5}
+                  ).save(path)
+            paths.append(str(path))
+        argv = ["compare-masks", *paths]
+    elif command == "ntk":
+        argv = ["ntk", "--model", "convnet", "--inputs", "2", "--no-progress"]
+    else:
+        argv = ["lab", "frequency", "--points", "40", "--width", "16", "--indices", "5",
+                "--no-progress"]
+    out = tmp_path / "out"
+
+    def read_only(path, write):
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    monkeypatch.setattr(atomic, "atomic_write", read_only)
+    assert main([*argv, "--out", str(out)]) == 2
+    line = _one_line(capsys, command)
+    assert "Read-only file system" in line and "give paths you may read and write" in line
+    assert not [p for p in out.rglob("*") if p.is_file()] if out.exists() else True
+
+
+def test_a_store_on_a_read_only_mount_is_reported(tmp_path, capsys, monkeypatch):
+    from ntksap.sweep import store as store_module
+
+    db = _swept(tmp_path, capsys)
+    assert not db.with_name("ntksap.db-wal").exists()  # closed cleanly: one file
+    before = sorted(p.name for p in db.parent.iterdir())
+    monkeypatch.setattr(store_module, "_writable", lambda path: False)  # as on a ro mount
+    assert main(["report", str(db), "--out", str(tmp_path / "report")]) == 0
+    assert "report of 2 finished networks" in capsys.readouterr().out
+    assert sorted(p.name for p in db.parent.iterdir()) == before  # nothing written beside it

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .atomic import atomic_text, write_text_atomic
 from .errors import MaskMismatchError, NtksapError
 from .markdown import escape
 from .masks import Masks
@@ -241,7 +242,7 @@ def _write_markdown(comparison: MaskComparison, path: Path) -> Path:
                        [[r["depth"], r["layer"], r["weights"],
                          *(100 * r["density"][label] for label in labels)]
                         for r in comparison.layers])
-    path.write_text("\n".join(lines) + "\n")
+    write_text_atomic(path, "\n".join(lines) + "\n")
     return path
 
 
@@ -250,7 +251,7 @@ def _write_layers(comparison: MaskComparison, path: Path) -> Path:
     per_pair = {(p["a"], p["b"]): {r["layer"]: r["jaccard"] for r in p["layers"]}
                 for p in comparison.pairs}
     pair_names = [f"jaccard {a} ~ {b}" for a, b in per_pair]
-    with open(path, "w", newline="") as f:
+    with atomic_text(path) as f:
         writer = csv.writer(f)
         writer.writerow(["depth", "layer", "weights", *(f"density {x}" for x in labels),
                          *pair_names])
@@ -265,7 +266,7 @@ def _write_layers(comparison: MaskComparison, path: Path) -> Path:
 
 
 def _write_pairs(comparison: MaskComparison, path: Path) -> Path:
-    with open(path, "w", newline="") as f:
+    with atomic_text(path) as f:
         writer = csv.writer(f)
         writer.writerow(["a", "b", "layer", "jaccard", "kept_a", "kept_b", "both"])
         for p in comparison.pairs:

@@ -28,7 +28,7 @@ import torch
 import torch.distributed as dist
 
 from . import rundir
-from .atomic import is_disk_full
+from .atomic import is_disk_full, remove_stale_temporaries
 from .effective import effective_sparsity, layer_report, sparsity_of_report
 from .engine import TRANSFORMS, check_sparsity, make_method, prune, reinitialize
 from .errors import (
@@ -380,6 +380,8 @@ def _prune_and_train(config: RunConfig, directory: Path, bundle: Any, model: tor
     """The run itself, in its (locked) directory: record, prune, train, summarize."""
     rank = dist.get_rank() if distributed else 0
     world = dist.get_world_size() if distributed else 1
+    if rank == 0:  # the lock is held: no other process writes here
+        remove_stale_temporaries(directory, rundir.FILES)
     masks = prepare_run(config, directory, bundle, model, device, progress, rank=rank,
                         world=world, distributed=distributed, logging=logging)
     train_loader, test_loader = batches

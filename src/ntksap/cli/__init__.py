@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 
 from ..errors import NtksapError
@@ -17,6 +18,18 @@ RESUMES = {"run": "; run the same command again to resume from the last complete
            "sweep": "; run the same command again to resume (finished runs are kept)"}
 
 
+def os_problem(err: OSError) -> str:
+    """One line for an operating-system error of any command: what could not be done to
+    which file, and the fix. Nothing half-written stays (every output is written
+    atomically)."""
+    where = f" {err.filename}" if err.filename else ""
+    what = err.strerror or type(err).__name__
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return (f"{what}:{where} (a read-only or protected file or folder); give paths you may "
+                "read and write (--out, --out-dir)")
+    return f"{what}{':' if where else ''}{where}; check the path and the disk, then run again"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="ntksap", description="Prune neural networks at initialization (NTK-SAP and "
@@ -29,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command].run(args) or 0
     except (NtksapError, FileNotFoundError) as err:
         print(f"ntksap {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a read-only, protected or vanished output: one line, no traceback
+        print(f"ntksap {args.command}: error: {os_problem(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"ntksap {args.command}: interrupted{RESUMES.get(args.command, '')}",

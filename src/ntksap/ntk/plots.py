@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from ..atomic import atomic_text, save_figure_atomic, write_text_atomic
 from ..markdown import escape
 
 
@@ -28,7 +29,7 @@ def new_figure(columns: int = 1, rows: int = 1, size: tuple[float, float] = (6.0
 def save_figure(fig: Any, path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=130)
+    save_figure_atomic(fig, path, dpi=130)
     return path
 
 
@@ -68,13 +69,13 @@ def write_table(rows: Sequence[Mapping[str, Any]], path_stem: str | os.PathLike
     stem.parent.mkdir(parents=True, exist_ok=True)
     keys = list(rows[0]) if rows else []
     csv_path, md_path = stem.with_suffix(".csv"), stem.with_suffix(".md")
-    with open(csv_path, "w", newline="") as f:
+    with atomic_text(csv_path) as f:
         writer = csv.DictWriter(f, fieldnames=keys)
         writer.writeheader()
         writer.writerows({k: _cell(r[k]) for k in keys} for r in rows)
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     lines += ["| " + " | ".join(_cell(r[k]) for k in keys) + " |" for r in rows]
-    md_path.write_text("\n".join(lines) + "\n")
+    write_text_atomic(md_path, "\n".join(lines) + "\n")
     return csv_path, md_path
 
 
@@ -84,7 +85,7 @@ def write_columns(columns: Mapping[str, torch.Tensor], path: str | os.PathLike) 
     path.parent.mkdir(parents=True, exist_ok=True)
     names = list(columns)
     values = [columns[n].double().tolist() for n in names]
-    with open(path, "w", newline="") as f:
+    with atomic_text(path) as f:
         writer = csv.writer(f)
         writer.writerow(names)
         writer.writerows(zip(*values, strict=True))

@@ -32,7 +32,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from .. import rundir
-from ..atomic import atomic_torch_save, is_disk_full
+from ..atomic import atomic_torch_save, is_disk_full, remove_stale_temporaries
 from ..errors import CheckpointError, ConfigError, DiskFullError
 from ..experiment import (
     RunConfig,
@@ -168,6 +168,7 @@ def _train_fused(configs: list[RunConfig], out_dir: str | Path, data_dir: str | 
     with contextlib.ExitStack() as locks:
         for member in members:
             locks.enter_context(run_lock(member.directory))
+            remove_stale_temporaries(member.directory, rundir.FILES)
         for member in members:
             member.masks = prepare_run(member.config, member.directory, bundle, member.model,
                                        device, progress)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import rundir
+from ..atomic import atomic_text, write_bytes_atomic, write_text_atomic
 from ..errors import ConfigError
 from ..runners import is_baseline
 from .collapse import analyse, collapsed, path_check
@@ -68,7 +69,7 @@ def build_report(source: str | Path, out_dir: str | Path, *, sweep: str | None =
     report = Report(out, out / "index.html", out / "results.csv", out / "results.md",
                     out / "collapse.csv", rows=rows, points=points)
     write_csv(rows, report.csv)
-    report.markdown.write_text(markdown(rows) + not_reported(points))
+    write_text_atomic(report.markdown, markdown(rows) + not_reported(points))
     _write_collapse(points, report.collapse_csv)
 
     done = [p for p in points if p.status == "done"]
@@ -124,10 +125,9 @@ def build_report(source: str | Path, out_dir: str | Path, *, sweep: str | None =
                 heatmap.png, f"{slug}-overlap.png"))
     for fig in figures:
         path = out / "figures" / fig.filename
-        path.write_bytes(fig.png)
+        write_bytes_atomic(path, fig.png)
         report.figures.append(path)
-    report.html.write_text(html.page(title, str(source), points, rows, figures),
-                           encoding="utf-8")
+    write_text_atomic(report.html, html.page(title, str(source), points, rows, figures))
     return report
 
 
@@ -152,7 +152,7 @@ def _no_runs(source: Path, sweep: str | None) -> str:
 
 
 def _write_collapse(points: list[Point], path: Path) -> None:
-    with open(path, "w", newline="") as f:
+    with atomic_text(path) as f:
         writer = csv.writer(f)
         writer.writerow(["key", "setting", "method", "sparsity", "seed", "collapsed",
                          "dead_layers", "disconnected", "effective_density"])

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..atomic import atomic_text
 from ..markdown import escape
 from ..methods import METHODS
 from ..runners import is_baseline
@@ -155,7 +156,7 @@ def write_csv(rows: list[Row], path: str | Path) -> None:
     """The long-format table, one row per setting x variant x sparsity, with a column
     ``method_options.NAME`` per method option that varies in the report."""
     options = sorted({name for row in rows for name in row.options})
-    with open(path, "w", newline="") as f:
+    with atomic_text(path) as f:
         fields = [k for k in Row.__dataclass_fields__ if k != "options"]
         writer = csv.DictWriter(f, fieldnames=[*fields, *(OPTION + n for n in options)])
         writer.writeheader()

@@ -133,6 +133,13 @@ class StoreError(ConfigError):
         super().__init__(f"{problem}; give the .db file a sweep wrote (ntksap sweep --db)")
 
 
+def _writable(path: Path) -> bool:
+    """Whether the store file and its folder (WAL mode keeps two files beside it) may be
+    written; a store on a read-only mount (an archive of results) is opened read-only and
+    immutable, so that it can still be read and reported."""
+    return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
+
+
 class Store:
     """The SQLite results store at ``path`` (created on first use; with ``create=False`` it
     must exist, and opening it writes nothing). One instance per process and thread; any
@@ -146,7 +153,8 @@ class Store:
                              + (" (it is a folder)" if self.path.is_dir() else ""))
         if create:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        target = self.path if create else self.path.resolve().as_uri() + "?mode=rw"
+        target = self.path if create else self.path.resolve().as_uri() + (
+            "?mode=rw" if _writable(self.path) else "?mode=ro&immutable=1")
         try:
             self._db = sqlite3.connect(target, timeout=timeout, isolation_level=None,
                                        uri=not create)
