@@ -463,3 +463,18 @@ def test_a_store_on_a_read_only_mount_is_reported(tmp_path, capsys, monkeypatch)
     assert main(["report", str(db), "--out", str(tmp_path / "report")]) == 0
     assert "report of 2 finished networks" in capsys.readouterr().out
     assert sorted(p.name for p in db.parent.iterdir()) == before  # nothing written beside it
+
+
+def test_a_legacy_mnist_folder_whose_processed_files_hold_a_tensor_is_one_line(tmp_path,
+                                                                               capsys):
+    processed = tmp_path / "MNIST" / "processed"
+    processed.mkdir(parents=True)
+    for name in ("training.pt", "test.pt"):
+        torch.save(torch.zeros(5, 3), processed / name)
+    out = tmp_path / "runs"
+    assert main(["run", "--preset", "mnist-lenet300-short", "--method", "dense", "--epochs",
+                 "1", "--data-dir", str(tmp_path), "--no-progress", "--out-dir",
+                 str(out)]) == 2
+    line = _one_line(capsys, "run")
+    assert "cannot read MNIST in" in line and "download again" in line
+    assert not out.exists()

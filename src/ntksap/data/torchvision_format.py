@@ -139,7 +139,8 @@ def read_mnist(root: Path) -> tuple[ImageTensors, ImageTensors]:
     for train in (True, False):
         try:
             ds = datasets.MNIST(str(root), train=train, download=False)
-        except RuntimeError as err:
+        except (RuntimeError, ValueError, TypeError, EOFError, pickle.UnpicklingError) as err:
+            # torn raw files, or legacy processed/*.pt files that hold something else
             raise CorruptDataError(f"cannot read MNIST in {root / 'MNIST'}: {err}; delete it "
                                    "and download again (--download)") from err
         splits.append(ImageTensors(ds.data[:, None].contiguous(), ds.targets.long(),
