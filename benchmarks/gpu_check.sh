@@ -272,8 +272,7 @@ check bench-prune-per-draw "$PY" benchmarks/prune_speed.py --device "$DEVICE" --
 check bench-ntk-speed "$PY" benchmarks/ntk_speed.py --device "$DEVICE" --inputs "$NTK_INPUTS" \
   --check-inputs 2 --json
 # shellcheck disable=SC2086
-check bench-train-speed "$PY" benchmarks/train_speed.py --device "$DEVICE" $TRAIN_STEPS --amp \
-  --channels-last --json
+check bench-train-speed "$PY" benchmarks/train_speed.py --device "$DEVICE" $TRAIN_STEPS --json
 
 check bench-pack-speed "$PY" benchmarks/pack_speed.py --device "$DEVICE" --quick --profile \
   --json
