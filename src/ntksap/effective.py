@@ -40,7 +40,7 @@ from torch import fx, nn
 from torch.nn import functional as F
 
 from .errors import NtksapError
-from .masks import PRUNABLE_TYPES, prunable_layers, raw_weight
+from .layers import PRUNABLE_TYPES, prunable_layers, raw_weight
 
 _PARAMETERLESS_MODULES = (nn.Flatten, nn.Unflatten, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
                           nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)

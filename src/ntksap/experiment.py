@@ -43,6 +43,7 @@ from .init import KAIMING, check_init
 from .masks import Masks, measured_sparsity
 from .methods import METHODS, check_options, method_class, option_defaults, option_fields
 from .models import build_model, model_spec
+from .names import DENSE
 from .selection import SCOPES
 from .train import PRESETS, TrainConfig, get_preset, train
 from .train.checkpoint import read_done
@@ -56,7 +57,6 @@ try:
 except ImportError:  # pragma: no cover - Windows: runs are not locked
     fcntl = None  # type: ignore[assignment]
 
-DENSE = "dense"
 # the seed of the training data stream (order and augmentation) of runs with shared_stream:
 # every such run sees the same batches, whatever its own seed (which still draws theta_0, the
 # pruning batches and the method's randomness)

@@ -11,9 +11,8 @@ works unmodified: torchvision, timm, or your own.
 from __future__ import annotations
 
 import copy
-import fnmatch
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,33 +22,15 @@ from torch.nn.utils import parametrize
 
 from .atomic import atomic_torch_save
 from .errors import MaskMismatchError, NoPrunableLayersError
+from .layers import (  # noqa: F401 - re-exported: ntksap.masks is their home for users
+    PRUNABLE_TYPES,
+    LayerFilter,
+    exclude_layers,
+    prunable_layers,
+    raw_weight,
+)
 
-PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
-LayerFilter = Callable[[str, nn.Module], bool]
 FILE_FORMAT = "ntksap-masks/1"
-
-
-def exclude_layers(*patterns: str) -> LayerFilter:
-    """A layer filter that leaves out layers whose name matches any glob pattern."""
-    return lambda name, module: not any(fnmatch.fnmatchcase(name, p) for p in patterns)
-
-
-def prunable_layers(model: nn.Module, layer_filter: LayerFilter | None = None
-                    ) -> dict[str, nn.Module]:
-    """The prunable layers of ``model`` in module order: every Conv1d/2d/3d and Linear weight
-    (reference section 1), minus those ``layer_filter`` rejects."""
-    layers = {
-        name: module for name, module in model.named_modules()
-        if isinstance(module, PRUNABLE_TYPES)
-        and (layer_filter is None or layer_filter(name, module))
-    }
-    if not layers:
-        raise NoPrunableLayersError(
-            f"{type(model).__name__} has no prunable layers (Conv1d/2d/3d or Linear weights"
-            + (" passing the layer filter" if layer_filter else "")
-            + "); prune a model that has some, or loosen the layer filter"
-        )
-    return layers
 
 
 class WeightMask(nn.Module):
@@ -70,13 +51,6 @@ def _weight_mask(module: nn.Module) -> WeightMask | None:
         if isinstance(p, WeightMask):
             return p
     return None
-
-
-def raw_weight(module: nn.Module) -> torch.Tensor:
-    """The stored weight parameter (``original`` under a parametrization)."""
-    if parametrize.is_parametrized(module, "weight"):
-        return module.parametrizations["weight"].original
-    return module.weight
 
 
 class Masks(Mapping[str, torch.Tensor]):

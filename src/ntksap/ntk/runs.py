@@ -24,11 +24,13 @@ from typing import Any
 
 import torch
 
-from .. import rundir
+import ntksap.rundir as rundir  # (not `from .. import`: that imports the package, a cycle)
+
 from ..errors import ConfigError
 from ..init import KAIMING
 from ..masks import Masks
 from ..models import build_model, model_spec
+from ..names import DENSE
 from .compare import DENSE_NETWORK, compare_spectra, finite
 from .memory import DEFAULT_BUDGET, check_kernel_fits, parse_bytes
 
@@ -112,7 +114,6 @@ def network(directory: str | Path) -> RunNetwork:
     masks = rundir.existing_masks(directory)
     if masks is not None:
         return RunNetwork(directory, config, weights, masks)
-    from ..experiment import DENSE  # the unpruned run's method name (a top-level import cycles)
     if config.get("method", DENSE) == DENSE:
         return RunNetwork(directory, config, weights, None)
     raise ConfigError(f"{directory} has no {rundir.MASKS} yet (the run has not pruned): run "
@@ -149,7 +150,6 @@ def run_spectrum(directory: str | Path, *, inputs: int = 100, input_seed: int = 
     x = torch.randn((inputs, *shape), generator=generator).to(device)
     comparison = compare_spectra(model, masks, x, params=params, float64=float64,
                                  memory_budget=memory_budget, progress=progress)
-    from ..experiment import DENSE  # the unpruned run's method name (a top-level import cycles)
     dense = comparison.eigenvalues[DENSE_NETWORK].tolist()
     mine = comparison.eigenvalues["pruned"].tolist() if masks else dense
     rows = {r["network"]: r for r in comparison.rows}

@@ -19,9 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import DiskFullError
-from . import packing
 from .jobs import ExecOptions, describe_error, disk_full, execute, sweep_disk_full
-from .packing import PackKeys, resolve_pack_size
+from .packing import PackKeys, record_pack, resolve_pack_size, train_pack
 from .store import Claim, Store, worker_name
 
 ORPHANED = 3  # exit code of a worker whose sweep process died
@@ -126,7 +125,7 @@ def _run_pack(store: Store, db: str | Path, claims: list[Claim], options: ExecOp
     print(f"pack of {len(claims)} runs: {', '.join(c.job.key for c in claims)}",
           file=sys.stderr, flush=True)
     try:
-        results = packing.train_pack([claim.job for claim in claims], options)
+        results = train_pack([claim.job for claim in claims], options)
     except (KeyboardInterrupt, SystemExit):
         beat.stop()
         for claim in claims:
@@ -148,7 +147,7 @@ def _run_pack(store: Store, db: str | Path, claims: list[Claim], options: ExecOp
             outcome = (f"failed: {result.error}" if result.failed else "done: best test "
                        f"accuracy {(result.summary or {}).get('best_test_acc')}")
             print(f"run {claim.job.key} {outcome}", file=sys.stderr, flush=True)
-        packing.record_pack(store, claims, results)
+        record_pack(store, claims, results)
 
 
 def _give_back(store: Store, claim: Claim) -> None:
