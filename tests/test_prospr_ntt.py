@@ -58,7 +58,8 @@ def _loss_after_sgd(model: nn.Module, weights: dict[str, torch.Tensor],
                     momentum: float) -> torch.Tensor:
     """The cross-entropy on the last batch after len(batches) - 1 steps of torch.optim.SGD
     on every parameter, from ``model`` with its prunable weights replaced by ``weights``,
-    BatchNorm in train mode."""
+    BatchNorm in train mode. With ``momentum`` this is PyTorch's SGD, not the authors' loop
+    (see :func:`_loss_after_authors_sgd`): the test below shows the two differ."""
     net = copy.deepcopy(model).train()
     with torch.no_grad():
         for name, module in _prunable(net).items():
@@ -73,9 +74,46 @@ def _loss_after_sgd(model: nn.Module, weights: dict[str, torch.Tensor],
         return F.cross_entropy(net(x), y)
 
 
-@pytest.mark.parametrize(("momentum", "new_batch_per_step"), [(0.0, False), (0.9, True)])
+def _gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    net = copy.deepcopy(model).train()
+    F.cross_entropy(net(x), y).backward()
+    return {n: p.grad.detach().clone() for n, p in net.named_parameters()}
+
+
+def _loss_after_authors_sgd(model: nn.Module, weights: dict[str, torch.Tensor],
+                            batches: list[tuple[torch.Tensor, torch.Tensor]], lr: float,
+                            momentum: float, first: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The authors' inner loop with momentum, restated from their description of
+    ``functional_sgd`` (mil-ad/prospr): the first step's momentum buffer is a detached copy of
+    its gradient and is the first update; so, differentiating by the mask, that gradient is
+    the constant ``first`` (taken at the unperturbed weights). Later steps: v = momentum * v
+    + g, theta -= lr * v. Returns the cross-entropy on the last batch; BatchNorm in train
+    mode; written with plain parameter updates (no torch.optim)."""
+    net = copy.deepcopy(model).train()
+    with torch.no_grad():
+        for name, module in _prunable(net).items():
+            module.weight.copy_(weights[name])
+        velocity = {n: first[n].clone() for n, _ in net.named_parameters()}
+        for n, p in net.named_parameters():
+            p -= lr * velocity[n]
+    for x, y in batches[1:-1]:
+        net.zero_grad()
+        F.cross_entropy(net(x), y).backward()
+        with torch.no_grad():
+            for n, p in net.named_parameters():
+                velocity[n] = momentum * velocity[n] + p.grad
+                p -= lr * velocity[n]
+    x, y = batches[-1]
+    with torch.no_grad():
+        return F.cross_entropy(net(x), y)
+
+
+@pytest.mark.parametrize(("momentum", "new_batch_per_step"), [(0.0, False), (0.9, True),
+                                                               (0.9, False)])
 def test_prospr_meta_gradient_equals_finite_differences_through_the_steps(
         momentum, new_batch_per_step):
+    """Without momentum: the derivative of the loss after K steps of plain SGD. With
+    momentum: of the authors' loop, whose first step's update is a detached gradient."""
     model = _conv_bn(torch.float64)
     x, y = _images(9, seed=1, dtype=torch.float64)
     steps, lr, size = 2, 0.2, 4
@@ -87,6 +125,13 @@ def test_prospr_meta_gradient_equals_finite_differences_through_the_steps(
     scores = ntksap.score(model, "prospr", data=(x, y), steps=steps, lr=lr, momentum=momentum,
                           meta_batch_size=size, new_batch_per_step=new_batch_per_step)
     theta = {n: m.weight.detach().clone() for n, m in _prunable(model).items()}
+    first = _gradients(model, *batches[0])
+
+    def loss(weights):
+        if momentum:
+            return _loss_after_authors_sgd(model, weights, batches, lr, momentum, first)
+        return _loss_after_sgd(model, weights, batches, lr, momentum)
+
     g = torch.Generator().manual_seed(3)
     h = 1e-6
     for name, weight in theta.items():
@@ -98,10 +143,31 @@ def test_prospr_meta_gradient_equals_finite_differences_through_the_steps(
             plus[name] = weight * mask
             mask[index] -= 2 * h
             minus[name] = weight * mask
-            difference = (_loss_after_sgd(model, plus, batches, lr, momentum)
-                          - _loss_after_sgd(model, minus, batches, lr, momentum)) / (2 * h)
+            difference = (loss(plus) - loss(minus)) / (2 * h)
             assert float(scores[name][index]) == pytest.approx(abs(float(difference)),
                                                                rel=1e-5, abs=1e-9)
+
+
+def test_prospr_with_momentum_is_not_pytorchs_sgd():
+    """The authors' detached first buffer matters: at momentum 0.9 the scores differ from the
+    meta-gradient through PyTorch's SGD by far more than rounding."""
+    model = _conv_bn(torch.float64)
+    x, y = _images(8, seed=1, dtype=torch.float64)
+    scores = ntksap.score(model, "prospr", data=(x, y), steps=2, lr=0.2, momentum=0.9,
+                          meta_batch_size=8)
+    theta = {n: m.weight.detach().clone() for n, m in _prunable(model).items()}
+    name = next(iter(theta))
+    weight, h, index = theta[name], 1e-6, (0,) * theta[name].dim()
+    plus, minus = dict(theta), dict(theta)
+    mask = torch.ones_like(weight)
+    mask[index] += h
+    plus[name] = weight * mask
+    mask[index] -= 2 * h
+    minus[name] = weight * mask
+    batches = [(x, y)] * 3
+    pytorch = abs(float(_loss_after_sgd(model, plus, batches, 0.2, 0.9)
+                        - _loss_after_sgd(model, minus, batches, 0.2, 0.9)) / (2 * h))
+    assert abs(float(scores[name][index]) - pytorch) > 1e-3 * pytorch
 
 
 def test_prospr_first_order_is_the_gradient_after_the_steps_times_theta():
