@@ -478,3 +478,20 @@ def test_a_legacy_mnist_folder_whose_processed_files_hold_a_tensor_is_one_line(t
     line = _one_line(capsys, "run")
     assert "cannot read MNIST in" in line and "download again" in line
     assert not out.exists()
+
+
+def test_a_sweep_whose_store_cannot_be_written_is_one_line(tmp_path, capsys, monkeypatch):
+    import sqlite3
+
+    from ntksap.sweep import store as store_module
+
+    def read_only(*args, **kwargs):
+        raise sqlite3.OperationalError("attempt to write a readonly database")
+
+    monkeypatch.setattr(store_module.sqlite3, "connect", read_only)
+    path = _spec(tmp_path)
+    assert main(["sweep", str(path), "--workers", "0", "--no-progress"]) == 2
+    line = _one_line(capsys, "sweep")
+    assert "cannot be opened or written (attempt to write a readonly database)" in line
+    assert "--db" in line and "not an SQLite database" not in line
+    assert _nothing_in(tmp_path / "runs" / "cifar10-resnet20")

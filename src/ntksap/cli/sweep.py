@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..errors import NtksapError
+from ..errors import ConfigError, NtksapError
 from ..sweep import BACKENDS, Store, Sweep, expand, load_spec, run_sweep
 from ..sweep.jobs import disk_full, sweep_disk_full
 from ..sweep.packing import PackKeys, parse_pack_size, plan_packs, resolve_pack_size
@@ -98,6 +98,10 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, sqlite3.Error, NtksapError) as err:
         if disk_full(err):
             raise sweep_disk_full(err) from err
+        if isinstance(err, sqlite3.Error):  # e.g. a store that became read-only mid-sweep
+            raise ConfigError(f"the results store cannot be written "
+                              f"({str(err).splitlines()[0]}); give a store (--db) and an "
+                              "output folder (--out-dir) you may write") from err
         raise
 
 

@@ -164,10 +164,16 @@ class Store:
             if create:
                 self._create()
             version = self._db.execute("SELECT value FROM meta WHERE name='schema'").fetchone()
+        except sqlite3.OperationalError as err:
+            if "no such table" in str(err):
+                raise StoreError(f"{str(self.path)!r} is an SQLite database but not a results "
+                                 "store") from err
+            raise ConfigError(f"the results store {str(self.path)!r} cannot be opened or "
+                              f"written ({err}); give a store (--db) and an output folder "
+                              "(--out-dir) you may write, or read a read-only one with "
+                              "ntksap report") from err
         except sqlite3.DatabaseError as err:
-            why = ("an SQLite database but not a results store" if "no such table" in str(err)
-                   else f"not an SQLite database ({err})")
-            raise StoreError(f"{str(self.path)!r} is {why}") from err
+            raise StoreError(f"{str(self.path)!r} is not an SQLite database ({err})") from err
         if version is None or int(version[0]) != SCHEMA_VERSION:
             raise StoreError(f"results store {str(self.path)!r} has schema "
                              f"{version[0] if version else 'none'}, this ntksap reads "
