@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -51,6 +52,7 @@ class TrainConfig:
         if not problems:
             for name in ("epochs", "batch_size", "warmup_epochs"):  # 12.0 from YAML is 12
                 object.__setattr__(self, name, int(getattr(self, name)))
+            # real fields keep their type: a run's digest covers the recorded values
             object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
             problems = [msg for ok, msg in _range_checks(self) if not ok]
         if problems:
@@ -58,15 +60,17 @@ class TrainConfig:
 
 
 def _whole(value: Any) -> bool:
-    """An int (not a bool), or a float with a whole value (YAML and JSON may give 12.0)."""
+    """An integer (not a bool; NumPy's too), or a real number with a whole value (YAML and
+    JSON may give 12.0)."""
     if isinstance(value, bool):
         return False
-    return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    return isinstance(value, numbers.Integral) or (
+        isinstance(value, numbers.Real) and math.isfinite(value) and float(value).is_integer())
 
 
 def _real(value: Any) -> bool:
-    """A finite int or float (not a bool, not NaN or infinite)."""
-    return (isinstance(value, int | float) and not isinstance(value, bool)
+    """A finite real number (not a bool, not NaN or infinite; NumPy's too)."""
+    return (isinstance(value, numbers.Real) and not isinstance(value, bool)
             and math.isfinite(value))
 
 
