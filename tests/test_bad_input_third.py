@@ -495,3 +495,4 @@ def test_a_sweep_whose_store_cannot_be_written_is_one_line(tmp_path, capsys, mon
     assert "cannot be opened or written (attempt to write a readonly database)" in line
     assert "--db" in line and "not an SQLite database" not in line
     assert _nothing_in(tmp_path / "runs" / "cifar10-resnet20")
+

@@ -193,3 +193,27 @@ def test_ddp_two_cpu_processes_share_mask_and_weights(tmp_path):
     for k in masks:
         original = a[k.replace("0.mask", "original")]
         assert (original[a[k] == 0] == 0).all()
+
+
+def test_a_run_records_the_code_its_process_started_with(monkeypatch):
+    """A sweep that runs for hours records the commit it was started from (and whether the
+    tracked files differed from it), not the HEAD of the moment each run starts."""
+    import subprocess
+
+    from ntksap import experiment
+
+    answers = {("rev-parse", "HEAD"): "abc123", ("status", "--porcelain",
+                                                 "--untracked-files=no"): " M src/x.py"}
+    monkeypatch.setattr(experiment, "_git", lambda *args: answers.get(args))
+    assert experiment.code_state() == {"git_commit": "abc123", "git_dirty": True}
+    answers[("status", "--porcelain", "--untracked-files=no")] = ""
+    assert experiment.code_state()["git_dirty"] is False
+    monkeypatch.setattr(experiment, "_git", lambda *args: None)
+    assert experiment.code_state() == {"git_commit": None, "git_dirty": None}
+
+    def no_git(*args, **kwargs):
+        raise AssertionError("provenance() asked git again")
+
+    monkeypatch.setattr(subprocess, "run", no_git)
+    record = experiment.provenance()
+    assert {k: record[k] for k in ("git_commit", "git_dirty")} == experiment.CODE
