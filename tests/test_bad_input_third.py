@@ -1,11 +1,27 @@
 """Bad input, third pass (issue 23): each case gives one line naming the problem (`ntksap <cmd>:
-error: ...` or `interrupted`), a non-zero exit, no traceback, and creates nothing.
+error: ...` or `interrupted`), a non-zero exit, no traceback, and creates nothing (the report:
+lists what it could not read, exit 1 when it drew nothing).
 
-The cases handled so far: training fields by type and range (validated once, in TrainConfig,
-so `run`, sweeps and `--dry-run` refuse alike), the seed, NTT with no steps, `--set` values
-that are not plain YAML, `--only` given twice for one field, sweep names that are empty or a
-path, `lab frequency` with too few points, a missing GPU for `compare-masks` and `ntk`, Ctrl-C,
-and the sweep's full-disk message said once."""
+The table, by the issue's groups:
+- silently wrong: masks of another model (compare-masks, ntk), NTT with no steps, the report's
+  deleted run directory / unreadable metrics and masks / moved store, a sweep rerun after a
+  deleted run directory;
+- tracebacks: --momentum / --weight-decay < 0, pruning data of another shape (every
+  data-needing method), damaged mask files (list, strings, no masks, empty, zero-size,
+  non-0/1, wrong shape, bad meta), a missing GPU (compare-masks, ntk), --set values that are
+  not plain YAML (and a list for a number), a legacy MNIST folder holding a tensor, a
+  weights file that would run code;
+- accepted, now refused: --gamma -1, --lr inf/nan, epochs 1.5, seed 1.5, lr true, momentum 1,
+  --only given twice, sweep names '' / '..' / 'a/b', two specs under one sweep name, lab
+  frequency with fewer than 3 points;
+- late or misleading: an NTK over the memory budget before drawing inputs, synthetic data
+  for any preset, 'drop --model' only when one was given;
+- faults: read-only or full output for report, compare-masks, ntk and lab (no empty file),
+  a store that cannot be written, a store on a read-only mount (reported), Ctrl-C, the
+  temporaries of killed writes, the full-disk message said once, a damaged masks.pt in a run;
+- security: names and labels escaped in Markdown;
+- packs: the pack size a run trained in is recorded.
+"""
 
 from __future__ import annotations
 
@@ -418,9 +434,11 @@ def test_temporaries_of_killed_writes_are_removed(tmp_path, capsys):
     assert not old.exists() and fresh.exists() and target.read_text() == "done"
 
 
+@pytest.mark.parametrize("fault", ["read-only", "full"])
 @pytest.mark.parametrize("command", ["report", "compare-masks", "ntk", "lab"])
-def test_a_read_only_output_folder_is_one_line_and_leaves_no_empty_files(tmp_path, capsys,
-                                                                         monkeypatch, command):
+def test_a_read_only_or_full_output_is_one_line_and_leaves_no_empty_files(tmp_path, capsys,
+                                                                          monkeypatch, command,
+                                                                          fault):
     import errno
 
     from ntksap import atomic
@@ -443,13 +461,20 @@ def test_a_read_only_output_folder_is_one_line_and_leaves_no_empty_files(tmp_pat
                 "--no-progress"]
     out = tmp_path / "out"
 
-    def read_only(path, write):
+    def failing(path, write):
+        if fault == "full":  # what atomic_write raises on ENOSPC
+            raise DiskFullError(f"the disk is full: no space left to write {path} (its "
+                                "previous version, if any, is intact); free some space and "
+                                "run again", str(path))
         raise OSError(errno.EROFS, "Read-only file system", str(path))
 
-    monkeypatch.setattr(atomic, "atomic_write", read_only)
+    monkeypatch.setattr(atomic, "atomic_write", failing)
     assert main([*argv, "--out", str(out)]) == 2
     line = _one_line(capsys, command)
-    assert "Read-only file system" in line and "give paths you may read and write" in line
+    if fault == "full":
+        assert "the disk is full: no space left to write" in line and "free some space" in line
+    else:
+        assert "Read-only file system" in line and "give paths you may read and write" in line
     assert not [p for p in out.rglob("*") if p.is_file()] if out.exists() else True
 
 
