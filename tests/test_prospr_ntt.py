@@ -398,3 +398,31 @@ def test_ntt_layerwise_student_masks_keep_each_layers_share():
         *_context(model, x, 0.25))
     for mask in learned.masks.values():
         assert abs(int(mask.sum()) - 0.25 * mask.numel()) < 1
+
+
+def test_ntt_returns_the_mask_it_last_chose(monkeypatch):
+    """The authors' code returns the mask of NTT's last update, not the largest weights after
+    the last step (pruned weights keep their size while kept ones shrink, so a re-pick
+    differs)."""
+    chosen = []
+    transfer = NTT.transfer
+
+    def recording(self, net, ctx):
+        learned = transfer(self, net, ctx)
+        chosen.append({n: m.clone() for n, m in learned.masks.items()})
+        chosen.append({n: p.detach().abs() for n, p in learned.params.items()})
+        return learned
+
+    monkeypatch.setattr(NTT, "transfer", recording)
+    model = _conv_bn()
+    x = _images(10, seed=6)[0]
+    masks = ntksap.prune(model, "ntt", 0.7, data=(x, torch.zeros(10, dtype=torch.long)),
+                         steps=6, mask_update_every=2, inputs_per_step=4, lr=5e-2,
+                         l2_weight=1.0, progress_bar=False)
+    last, weights = chosen
+    for name in masks:
+        assert torch.equal(masks[name], last[name]), name
+    flat = torch.cat([weights[f"{n}.weight"].flatten() for n in masks])
+    threshold = flat.sort(descending=True).values[masks.remaining - 1]
+    repick = {n: weights[f"{n}.weight"] >= threshold for n in masks}
+    assert any(not torch.equal(repick[n], last[n]) for n in masks)  # the test can tell them apart

@@ -55,10 +55,10 @@ class NTT(Method):
 
     K(x1, x2) the cross-kernel between the two halves of the batch's first ``ntk_inputs``
     images, over all parameters and all logit pairs. The score of a weight is |theta_s|
-    after the last step: the paper's mask parameterization is the student's weight
-    magnitudes (its mask is the top-k of |theta_s|, re-chosen every ``mask_update_every``
-    steps; there is no separate mask variable), so these are its relaxed mask values and the
-    engine's exact-k selection is the final projection. Higher score = kept.
+    after the last step, lifted above all others on the mask NTT last chose: the paper's mask
+    is the top-k of |theta_s|, re-chosen every ``mask_update_every`` steps (no separate mask
+    variable), and the authors' code returns the last mask it chose, so the engine's exact-k
+    selection returns that mask. Higher score = kept.
 
     Facts from the paper's code (its MNIST demo's settings): the student starts as the
     teacher under the teacher's magnitude mask; Adam (betas 0.9, 0.999, eps 1e-8) with
@@ -131,8 +131,17 @@ class NTT(Method):
             parse_bytes(self.memory_budget)
 
     def scores(self, net: ScoringNet, ctx: ScoreContext) -> dict[str, torch.Tensor]:
+        """|theta_s| lifted above every other weight on the mask NTT last chose, so that the
+        engine's exact-k selection returns that mask (as the authors' code does), not the
+        largest weights after the last step: pruned weights keep their size while kept ones
+        shrink under the penalty, so a re-pick would bring pruned weights back. Magnitude
+        orders the weights within each group, where the engine's count or scope differs
+        from ``mask_scope``'s."""
         learned = self.transfer(net, ctx)
-        return {n: learned.params[f"{n}.weight"].abs() for n in net.masks}
+        magnitude = {n: learned.params[f"{n}.weight"].abs() for n in net.masks}
+        lift = 1.0 + max(float(m.max()) for m in magnitude.values())
+        return {n: magnitude[n] + lift * learned.masks[n].to(magnitude[n].dtype)
+                for n in magnitude}
 
     def transfer(self, net: ScoringNet, ctx: ScoreContext) -> Transfer:
         """Train the student for the round's density; the teacher is the copy as given."""
