@@ -70,7 +70,9 @@ class NTT(Method):
     Choices the paper leaves open, or that differ here:
     - ``steps``: by default ``epochs`` (the paper's 20) over the pruning set's images:
       CIFAR-10's 100 images at 64 per step are 2 batches, so 40 steps (the paper's 20 epochs
-      of MNIST are 18,720 steps).
+      of MNIST are 18,720 steps). Known gap: 40 steps are fewer than ``mask_update_every``,
+      so at these defaults the mask is never re-chosen and NTT returns the teacher's
+      magnitude mask; give ``steps`` (or a smaller ``mask_update_every``) for it to act.
     - Batches: the pruning set in its own (seeded, shuffled) order, cut into batches of
       ``inputs_per_step`` and cycled, so the teacher's outputs and kernel are computed once
       per batch; a last batch of one image (no two halves) is left out. The engine's
