@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
+from test_bad_input_tools import QUICK, _spec  # the same tiny sweep spec
 
 from ntksap import cli
 from ntksap.cli import main
@@ -42,8 +42,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY = ["--preset", "cifar10-resnet20", "--dataset", "synthetic", "--limit-per-class", "12",
         "--model", "convnet", "--epochs", "1", "--batch-size", "16", "--no-progress"]
-QUICK = {"dataset": "synthetic", "model": "convnet", "limit_per_class": 4, "epochs": 1,
-         "batch_size": 16}
 
 
 def _one_line(capsys, command: str) -> str:
@@ -72,15 +70,6 @@ def test_run_refuses_bad_training_fields_before_creating_anything(tmp_path, caps
                  *flags]) == 2
     assert message in _one_line(capsys, "run")
     assert _nothing_in(out)
-
-
-def _spec(tmp_path: Path, **spec) -> Path:
-    spec = {"name": "s", "preset": "cifar10-resnet20", "out_dir": str(tmp_path / "runs"),
-            "fixed": dict(QUICK), "grid": {"method": ["random"], "c": [2], "seed": [0]},
-            **spec}
-    path = tmp_path / "s.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    return path
 
 
 @pytest.mark.parametrize("spec, message", [

@@ -74,6 +74,18 @@ def _loss_after_sgd(model: nn.Module, weights: dict[str, torch.Tensor],
         return F.cross_entropy(net(x), y)
 
 
+def _perturbed(theta: dict[str, torch.Tensor], name: str, index: tuple, h: float
+               ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """``theta`` with layer ``name``'s mask entry ``index`` at 1 + h and at 1 - h."""
+    plus, minus = dict(theta), dict(theta)
+    mask = torch.ones_like(theta[name])
+    mask[index] += h
+    plus[name] = theta[name] * mask
+    mask[index] -= 2 * h
+    minus[name] = theta[name] * mask
+    return plus, minus
+
+
 def _gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
     net = copy.deepcopy(model).train()
     F.cross_entropy(net(x), y).backward()
@@ -137,12 +149,7 @@ def test_prospr_meta_gradient_equals_finite_differences_through_the_steps(
     for name, weight in theta.items():
         for flat in torch.randperm(weight.numel(), generator=g)[:6].tolist():
             index = torch.unravel_index(torch.tensor(flat), weight.shape)
-            plus, minus = dict(theta), dict(theta)
-            mask = torch.ones_like(weight)
-            mask[index] += h
-            plus[name] = weight * mask
-            mask[index] -= 2 * h
-            minus[name] = weight * mask
+            plus, minus = _perturbed(theta, name, index, h)
             difference = (loss(plus) - loss(minus)) / (2 * h)
             assert float(scores[name][index]) == pytest.approx(abs(float(difference)),
                                                                rel=1e-5, abs=1e-9)
@@ -157,13 +164,8 @@ def test_prospr_with_momentum_is_not_pytorchs_sgd():
                           meta_batch_size=8)
     theta = {n: m.weight.detach().clone() for n, m in _prunable(model).items()}
     name = next(iter(theta))
-    weight, h, index = theta[name], 1e-6, (0,) * theta[name].dim()
-    plus, minus = dict(theta), dict(theta)
-    mask = torch.ones_like(weight)
-    mask[index] += h
-    plus[name] = weight * mask
-    mask[index] -= 2 * h
-    minus[name] = weight * mask
+    h, index = 1e-6, (0,) * theta[name].dim()
+    plus, minus = _perturbed(theta, name, index, h)
     batches = [(x, y)] * 3
     pytorch = abs(float(_loss_after_sgd(model, plus, batches, 0.2, 0.9)
                         - _loss_after_sgd(model, minus, batches, 0.2, 0.9)) / (2 * h))
