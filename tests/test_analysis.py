@@ -3,6 +3,7 @@ the per-layer densities, the NTK distance to dense, and the command's JSON and e
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -176,3 +177,81 @@ def test_report_refuses_an_overlap_sparsity_out_of_range(tmp_path, capsys):
                  "--overlap-sparsity", "98.2"]) == 2
     assert "a fraction in [0, 1)" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+# ----- the random-mask baseline and the seeds the NTK is compared on
+
+def _enumerated_chance(layers: list[tuple[int, int, int]]) -> float:
+    """E|a and b| / E|a or b| over every placement of k_a and k_b kept weights among n in
+    each layer (n, k_a, k_b), counted by enumeration: the definition, not the formula."""
+    both = either = 0.0
+    for n, ka, kb in layers:
+        placements_a = list(itertools.combinations(range(n), ka))
+        placements_b = list(itertools.combinations(range(n), kb))
+        pairs = len(placements_a) * len(placements_b)
+        common = sum(len(set(x) & set(y)) for x in placements_a for y in placements_b)
+        both += common / pairs
+        either += (ka + kb) - common / pairs
+    return both / either
+
+
+def test_each_pair_has_the_overlap_two_random_masks_would_have():
+    a = ntksap.Masks({"conv": torch.tensor([1, 1, 0, 0, 0, 1], dtype=torch.bool),
+                      "fc": torch.tensor([1, 0, 0, 0, 0], dtype=torch.bool)})
+    b = ntksap.Masks({"conv": torch.tensor([1, 0, 1, 1, 0, 0], dtype=torch.bool),
+                      "fc": torch.tensor([0, 1, 1, 0, 0], dtype=torch.bool)})
+    result = overlap(a, b)
+    assert result["random_jaccard"] == pytest.approx(
+        _enumerated_chance([(6, 3, 3), (5, 1, 2)]), abs=1e-12)
+    conv, fc = result["layers"]
+    assert conv["random_jaccard"] == pytest.approx(_enumerated_chance([(6, 3, 3)]), abs=1e-12)
+    assert fc["random_jaccard"] == pytest.approx(_enumerated_chance([(5, 1, 2)]), abs=1e-12)
+    assert result["jaccard"] == pytest.approx(_set_jaccard(a, b))  # 1/6: below chance here
+
+
+def test_cli_shows_the_baseline_in_the_table_and_the_csv(tmp_path, capsys):
+    a, b = _saved(tmp_path)
+    assert main(["compare-masks", str(a), str(b), "--out", str(tmp_path / "cmp")]) == 0
+    printed = capsys.readouterr().out
+    pair = overlap(ntksap.Masks.load(a), ntksap.Masks.load(b))
+    assert f"(random masks {pair['random_jaccard']:.3f})" in printed
+    assert "| random masks |" in (tmp_path / "cmp" / "masks.md").read_text()
+    rows = (tmp_path / "cmp" / "pairs.csv").read_text().splitlines()
+    assert rows[0].split(",")[4] == "random_jaccard"
+    assert float(rows[-1].split(",")[4]) == pytest.approx(pair["random_jaccard"])
+
+
+def _scored(tmp_path, seed: int, method: str) -> str:
+    path = str(tmp_path / f"{method}-{seed}.pt")
+    assert main(["prune", "--model", "convnet", "--method", method, "--sparsity", "0.8",
+                 "--seed", str(seed), "--out", path, "--json", "--no-progress"]) == 0
+    return path
+
+
+def test_the_ntk_is_compared_on_the_seed_the_masks_record(tmp_path, capsys):
+    a, b = _scored(tmp_path, 5, "magnitude"), _scored(tmp_path, 5, "random")
+    capsys.readouterr()
+    assert main(["compare-masks", a, b, "--model", "convnet", "--inputs", "2", "--json",
+                 "--no-progress"]) == 0
+    cli = json.loads(capsys.readouterr().out)["masks"]
+    model = ntksap.build_model("convnet", 10, seed=5)
+    inputs = torch.randn((2, 3, 32, 32), generator=torch.Generator().manual_seed(5))
+    api = compare_masks({"a": ntksap.Masks.load(a), "b": ntksap.Masks.load(b)}, model=model,
+                        inputs=inputs).summary()
+    for mine, theirs in zip(cli, api, strict=True):
+        assert mine["ntk_log_distance_to_dense"] == pytest.approx(
+            theirs["ntk_log_distance_to_dense"], rel=1e-9)
+
+
+def test_masks_of_different_seeds_are_refused_unless_one_seed_is_given(tmp_path, capsys):
+    a, b = _scored(tmp_path, 0, "magnitude"), _scored(tmp_path, 3, "magnitude")
+    capsys.readouterr()
+    out = tmp_path / "cmp"
+    assert main(["compare-masks", a, b, "--model", "convnet", "--inputs", "2",
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "different initializations (seed magnitude 80.0%: 0, magnitude 80.0%': 3)" in err
+    assert "--seed S" in err and not out.exists()
+    assert main(["compare-masks", a, b, "--model", "convnet", "--inputs", "2", "--seed", "1",
+                 "--json", "--no-progress"]) == 0
+    assert main(["compare-masks", a, b, "--json"]) == 0  # no NTK: no weights to agree on

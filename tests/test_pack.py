@@ -16,6 +16,7 @@ import pytest
 import torch
 from torch import nn
 
+from ntksap.errors import TrainingDivergedError
 from ntksap.experiment import resolve, run_experiment
 from ntksap.models import build_model
 from ntksap.pack import UnfusableModelError, fuse, run_pack
@@ -24,7 +25,7 @@ from ntksap.pack.fuse import check_fused, split_logits, split_state, stack_input
 
 COMMON = dict(dataset="synthetic", model="convnet", limit_per_class=20,
               train_overrides={"epochs": 2, "batch_size": 16})
-TIMING = ("seconds", "images_per_s")
+TIMING = ("seconds", "images_per_s", "pack_seconds", "pack_size")
 
 
 def _configs(**overrides):
@@ -138,10 +139,47 @@ def test_a_diverging_network_fails_alone(tmp_path, double_precision, one_thread,
     preset_dir = Path(packed[0].summary["run_dir"]).parent
     assert len(list(preset_dir.glob("random-sp0.95-seed1-*/metrics.jsonl"))) == 1
     assert not any(preset_dir.glob("random-sp0.95-seed1-*/done.json"))
+    (diverged,) = preset_dir.glob("random-sp0.95-seed1-*")
+    metrics = (diverged / "metrics.jsonl").read_text()
+    with pytest.raises(TrainingDivergedError, match="not finite in epoch 1"):
+        run_experiment(configs[1], out_dir=tmp_path / "pack", progress=False)
+    assert (diverged / "metrics.jsonl").read_text() == metrics  # reported, not trained again
     for i in (0, 2):
         alone = run_experiment(configs[i], out_dir=tmp_path / "separate", progress=False)
         _assert_close_states(_checkpoint(alone)["model"],
                              _checkpoint(packed[i].summary)["model"], 1e-10)
+
+
+def test_a_pack_shares_its_time_among_its_networks_and_scopes_cudnn_autotuning(
+        tmp_path, one_thread, monkeypatch):
+    """Each network records its share of the pack's time (seconds = pack_seconds / M) beside
+    the pack's own, per epoch and in its summary; cuDNN autotuning is on while the pack
+    trains and the process's setting is back afterwards."""
+    seen = []
+    fit = pack_train._fit
+
+    def spying(*args, **kwargs):
+        seen.append(torch.backends.cudnn.benchmark)
+        return fit(*args, **kwargs)
+
+    monkeypatch.setattr(pack_train, "_fit", spying)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    packed = run_pack(_configs()[:2], out_dir=tmp_path, progress=False)
+    assert seen == [True] and torch.backends.cudnn.benchmark is False
+    records = []
+    for result in packed:
+        summary = result.summary
+        assert summary["pack_size"] == 2
+        assert summary["seconds"] == pytest.approx(summary["pack_seconds"] / 2, rel=1e-12)
+        lines = (Path(summary["run_dir"]) / "metrics.jsonl").read_text().splitlines()
+        records.append([json.loads(line) for line in lines])
+    for epoch in zip(*records, strict=True):
+        for record in epoch:
+            assert record["pack_size"] == 2
+            assert record["seconds"] == pytest.approx(record["pack_seconds"] / 2, rel=1e-12)
+        assert len({(r["pack_seconds"], r["images_per_s"]) for r in epoch}) == 1  # one clock
+    alone = run_experiment(_configs()[0], out_dir=tmp_path / "alone", progress=False)
+    assert alone["pack_size"] == 1 and alone["seconds"] == alone["pack_seconds"]
 
 
 KILL_SCRIPT = textwrap.dedent("""

@@ -54,14 +54,14 @@ class MaskComparison:
     def labels(self) -> list[str]:
         return list(self.masks)
 
-    def matrix(self) -> np.ndarray:
-        """The total Jaccard overlap of every pair of masks, labels x labels (1 on the
-        diagonal)."""
+    def matrix(self, key: str = "jaccard") -> np.ndarray:
+        """The total Jaccard overlap of every pair of masks (``key="random_jaccard"``: the
+        random-mask baseline of each pair), labels x labels (1 on the diagonal)."""
         index = {label: i for i, label in enumerate(self.labels)}
         out = np.eye(len(index))
         for pair in self.pairs:
             i, j = index[pair["a"]], index[pair["b"]]
-            out[i, j] = out[j, i] = pair["jaccard"]
+            out[i, j] = out[j, i] = pair[key]
         return out
 
     def summary(self) -> list[dict[str, Any]]:
@@ -91,18 +91,32 @@ def jaccard(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def overlap(a: Masks, b: Masks) -> dict[str, Any]:
-    """The Jaccard overlap of two masks over all their weights and per layer."""
+    """The Jaccard overlap of two masks over all their weights and per layer, each beside
+    ``random_jaccard``: the overlap two independent uniformly random masks with the same
+    kept count per layer would have, E|a and b| / E|a or b| with E|a and b| = k_a k_b / n per
+    layer (n weights). Overlaps are only comparable across sparsities against it: two
+    random masks at density d overlap by about d / (2 - d)."""
     check_same_layers({"a": a, "b": b})
     layers = []
-    both_total = either_total = 0
+    both_total = either_total = chance_both = chance_either = 0.0
     for name in a:
         ma, mb = a[name], b[name]
         both, either = int((ma & mb).sum()), int((ma | mb).sum())
+        kept_a, kept_b = int(ma.sum()), int(mb.sum())
+        expected = kept_a * kept_b / ma.numel()
         both_total, either_total = both_total + both, either_total + either
+        chance_both += expected
+        chance_either += kept_a + kept_b - expected
         layers.append({"layer": name, "jaccard": both / either if either else 1.0,
-                       "kept_a": int(ma.sum()), "kept_b": int(mb.sum()), "both": both})
-    total = both_total / either_total if either_total else 1.0
-    return {"jaccard": total, "layers": layers}
+                       "random_jaccard": _ratio(expected, kept_a + kept_b - expected),
+                       "kept_a": kept_a, "kept_b": kept_b, "both": both})
+    return {"jaccard": _ratio(both_total, either_total),
+            "random_jaccard": _ratio(chance_both, chance_either), "layers": layers}
+
+
+def _ratio(part: float, whole: float) -> float:
+    """part / whole; 1.0 for two empty masks (which agree)."""
+    return part / whole if whole else 1.0
 
 
 def check_same_layers(masks: Mapping[str, Masks]) -> None:
@@ -170,7 +184,8 @@ def plot_comparison(comparison: MaskComparison, path: str | os.PathLike,
     spectrum distance to dense, side by side."""
     panels = 3 if comparison.spectra else 2
     fig, axes = new_figure(columns=panels, size=(5.4, 4.6))
-    overlap_heatmap(axes[0], comparison.labels, comparison.matrix())
+    overlap_heatmap(axes[0], comparison.labels, comparison.matrix(),
+                    comparison.matrix("random_jaccard"))
     _shape_plot(axes[1], comparison)
     if comparison.spectra:
         _distance_plot(axes[2], comparison)
@@ -179,15 +194,20 @@ def plot_comparison(comparison: MaskComparison, path: str | os.PathLike,
     return save_figure(fig, path)
 
 
-def overlap_heatmap(ax: Any, labels: list[str], matrix: np.ndarray) -> None:
-    """Jaccard overlaps as a labelled heatmap (0 white, 1 dark), values written in."""
+def overlap_heatmap(ax: Any, labels: list[str], matrix: np.ndarray,
+                    baseline: np.ndarray | None = None) -> None:
+    """Jaccard overlaps as a labelled heatmap (0 white, 1 dark), values written in, each
+    off-diagonal cell over its random-mask baseline ("r ...") when given."""
     image = ax.imshow(matrix, vmin=0.0, vmax=1.0, cmap="Blues")
     ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(len(labels)), labels, fontsize=8)
     for i, j in itertools.product(range(len(labels)), repeat=2):
-        ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=7,
+        text = f"{matrix[i, j]:.2f}"
+        if baseline is not None and i != j:
+            text += f"\nr {baseline[i, j]:.2f}"
+        ax.text(j, i, text, ha="center", va="center", fontsize=6 if "\n" in text else 7,
                 color="white" if matrix[i, j] > 0.6 else "black")
-    ax.set_title("overlap of kept weights (Jaccard)")
+    ax.set_title("overlap of kept weights (Jaccard; r: random masks)")
     ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
 
 
@@ -235,6 +255,12 @@ def _write_markdown(comparison: MaskComparison, path: Path) -> Path:
     keys = list(summary[0])
     lines = ["Overlap of kept weights (Jaccard, all prunable layers):", ""]
     lines += _markdown(["", *labels], [[a, *matrix[i]] for i, a in enumerate(labels)])
+    lines += ["", "Each pair beside the overlap of two random masks with its per-layer kept "
+              "counts (the overlap expected by chance):", ""]
+    lines += _markdown(["a", "b", "Jaccard", "random masks", "ratio"],
+                       [[p["a"], p["b"], p["jaccard"], p["random_jaccard"],
+                         p["jaccard"] / p["random_jaccard"] if p["random_jaccard"] else
+                         math.nan] for p in comparison.pairs])
     lines += ["", "Masks:", ""]
     lines += _markdown(keys, [[r.get(k, "") for k in keys] for r in summary])
     lines += ["", "Density (%) by layer:", ""]
@@ -268,10 +294,12 @@ def _write_layers(comparison: MaskComparison, path: Path) -> Path:
 def _write_pairs(comparison: MaskComparison, path: Path) -> Path:
     with atomic_text(path) as f:
         writer = csv.writer(f)
-        writer.writerow(["a", "b", "layer", "jaccard", "kept_a", "kept_b", "both"])
+        writer.writerow(["a", "b", "layer", "jaccard", "random_jaccard", "kept_a", "kept_b",
+                         "both"])
         for p in comparison.pairs:
             for r in p["layers"]:
-                writer.writerow([p["a"], p["b"], r["layer"], r["jaccard"], r["kept_a"],
-                                 r["kept_b"], r["both"]])
-            writer.writerow([p["a"], p["b"], "total", p["jaccard"], "", "", ""])
+                writer.writerow([p["a"], p["b"], r["layer"], r["jaccard"], r["random_jaccard"],
+                                 r["kept_a"], r["kept_b"], r["both"]])
+            writer.writerow([p["a"], p["b"], "total", p["jaccard"], p["random_jaccard"], "",
+                             "", ""])
     return path

@@ -21,6 +21,7 @@ from .errors import (
     NtksapError,
 )
 from .init import KAIMING, check_init, initialize_
+from .layers import raw_weight
 from .masks import LayerFilter, Masks, fingerprint, prunable_layers
 from .methods import Method, ScoreContext, ScoringNet, check_options, method_class
 from .methods.base import PRUNING_BATCH_SIZE
@@ -103,8 +104,12 @@ def prune(model: nn.Module, method: str | Method, sparsity: float, *,
     masks it).
 
     Scores are computed on a private copy, so the weights and BatchNorm statistics of ``model``
-    are untouched (except with ``transform="reinit"``, which re-draws them on purpose). If
-    ``model`` is already masked, its masks are the starting point.
+    are untouched, except with ``transform="reinit"``, which re-draws them on purpose, and
+    for a method that sets the weights to train from (NTT with ``start_from="transferred"``,
+    its default: the learned weights are written into ``model``; ``meta["start_weights"]``
+    says "method", else "initial"). If ``model`` is already masked, its masks are the
+    starting point. What a method reports besides scores (NTT's ``mask_updates``) is in
+    ``masks.meta`` too.
 
     Args:
         method: a registered name (``ntksap.METHODS``) or a Method instance.
@@ -151,9 +156,15 @@ def prune(model: nn.Module, method: str | Method, sparsity: float, *,
                         layer_filter, device, channels_last, seed)
     alive = _run_rounds(scorer, net, ctx, plan, seed, progress, on_round)
     masks, collapsed = _finish(model, alive, plan, seed, allow_layer_collapse, init)
+    start_weights = "initial"
+    if ctx.findings.start_weights is not None and plan.transform != "reinit":
+        set_parameters(model, ctx.findings.start_weights)
+        start_weights = "method"
+    masks.meta.update(**ctx.findings.record, start_weights=start_weights)
     masks.meta.update(
         method=scorer.name, sparsity=plan.sparsity, rounds=plan.rounds, schedule=schedule,
-        scope=scope, seed=seed, transform=transform, input_shape=list(ctx.input_shape),
+        scope=scope, seed=seed, init=init, transform=transform,
+        input_shape=list(ctx.input_shape),
         batch_size=ctx.batch_size, channels_last=net.channels_last,
         options=dataclasses.asdict(scorer) if dataclasses.is_dataclass(scorer) else {},
         model=type(model).__name__, fingerprint=fingerprint(model),
@@ -329,6 +340,18 @@ def reinitialize(model: nn.Module, seed: int, init: str = KAIMING) -> nn.Module:
     """The "reinit" sanity check's fresh weights: a new draw of the scheme ``init`` (default
     Kaiming-normal) from ``seed + 1``."""
     return initialize_(model, init, torch.Generator(_model_device(model)).manual_seed(seed + 1))
+
+
+def set_parameters(model: nn.Module, values: dict[str, torch.Tensor]) -> None:
+    """Copy ``values`` (by the plain ``named_parameters`` name, e.g. ``fc.weight``) into
+    ``model``; a masked layer's weight goes into its stored original."""
+    modules = dict(model.named_modules())
+    with torch.no_grad():
+        for key, value in values.items():
+            owner, _, attr = key.rpartition(".")
+            module = modules[owner]
+            target = raw_weight(module) if attr == "weight" else getattr(module, attr)
+            target.copy_(value)
 
 
 def _model_device(model: nn.Module) -> torch.device:

@@ -421,15 +421,20 @@ def prepare_run(config: RunConfig, directory: Path, bundle: Any, model: torch.nn
                 distributed: bool = False, logging: LoggingConfig | None = None
                 ) -> Masks | None:
     """Before training, in the run's (locked) directory: record the config and theta_0, read
-    or compute the masks (None for dense), and leave ``model`` unmasked at theta_0 (or
-    re-initialized, for the ``reinit`` sanity check)."""
+    or compute the masks (None for dense), and leave ``model`` unmasked at the weights it
+    trains from: theta_0, re-initialized (the ``reinit`` sanity check), or the weights the
+    pruning method set (NTT's transferred ones, saved as ``start.pt`` so a resumed run
+    starts from them too)."""
     if rank == 0:
         _write_config(directory, config, device, world, logging)
     initial = {k: v.clone() for k, v in model.state_dict().items()}
     if rank == 0:
         rundir.save_init(directory, initial)
     masks = _masks(config, model, bundle, directory, device, progress, rank, distributed)
-    if config.transform != "reinit":
+    start = rundir.start_path(directory)
+    if start.exists():
+        model.load_state_dict(rundir.load_weights(start))
+    elif config.transform != "reinit":
         model.load_state_dict(initial)  # train from theta_0, whatever the scoring did
     return masks
 
@@ -440,7 +445,8 @@ def summarize(config: RunConfig, directory: Path, model: torch.nn.Module, masks:
     """The run's ``summary.json`` record from the trained (masked) ``model`` and the training
     loop's ``result``. ``pack_size``: the number of networks it was trained with in one
     fused pack (1: alone); float32 results depend on it in the last bits (the fused
-    kernels sum in another order), so it is recorded."""
+    kernels sum in another order), so it is recorded, and the pack's time is shared
+    (``seconds``, ``pack_seconds``)."""
     return {
         "run_dir": str(directory), "preset": config.preset, "method": config.method,
         "seed": config.seed, "sparsity": config.sparsity,
@@ -452,8 +458,15 @@ def summarize(config: RunConfig, directory: Path, model: torch.nn.Module, masks:
         "effective_sparsity": _effective_sparsity(directory, model, masks, bundle.input_shape),
         "holdout": config.holdout, "final_val_acc": _val_accuracy(model, bundle, config, device),
         "precision": precision_record(config.train, device)["precision"],
-        "pack_size": pack_size, "seconds": time.perf_counter() - start,
+        "pack_size": pack_size, **_time_share(time.perf_counter() - start, pack_size),
     }
+
+
+def _time_share(elapsed: float, pack_size: int) -> dict[str, float]:
+    """``seconds``: the run's share of the wall time (a pack's time / M, so the runs' seconds
+    add up to the machine's time); ``pack_seconds``: the wall time of the run, or of the
+    whole pack it trained in."""
+    return {"seconds": elapsed / pack_size, "pack_seconds": elapsed}
 
 
 def _val_accuracy(model: torch.nn.Module, bundle: Any, config: RunConfig,
@@ -677,6 +690,8 @@ def _masks(config: RunConfig, model: torch.nn.Module, bundle: Any, directory: Pa
                           init=config.init,
                           device=device, progress=progress, **method_options(config))
             masks.meta.update(model=config.model, num_classes=config.num_classes)
+            if masks.meta.get("start_weights") == "method":  # saved before the masks: a
+                rundir.save_start(directory, model.state_dict())  # run with masks has both
             rundir.save_masks(directory, masks, layer_report(model, masks, bundle.input_shape))
     if distributed:  # computed once, the same mask on every rank
         box = [masks]

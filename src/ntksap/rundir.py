@@ -40,6 +40,7 @@ from .masks import Masks
 
 CONFIG = "config.json"
 INIT = "init.pt"
+START = "start.pt"  # the weights a pruning method set to train from (NTT's transferred ones)
 REWIND = "rewind.pt"
 MASKS = "masks.pt"
 DENSITIES = "densities.json"
@@ -53,7 +54,8 @@ TENSORBOARD = "tensorboard"
 WANDB = "wandb"
 ROUND = "round"  # IMP's round folders: round0, round1, ...
 PACKS = "packs"  # OUT/packs/: the checkpoints of packs in training
-FILES = (CONFIG, INIT, REWIND, MASKS, DENSITIES, METRICS, CHECKPOINT, DONE, SUMMARY, SPECTRUM)
+FILES = (CONFIG, INIT, START, REWIND, MASKS, DENSITIES, METRICS, CHECKPOINT, DONE, SUMMARY,
+         SPECTRUM)
 
 
 def digest(fields: Mapping[str, Any]) -> str:
@@ -153,6 +155,16 @@ def save_init(directory: Path, state: Mapping[str, torch.Tensor]) -> None:
     """Save theta_0 as ``init.pt`` unless it is there already."""
     if not (directory / INIT).exists():
         atomic_torch_save(dict(state), directory / INIT)
+
+
+def start_path(directory: Path) -> Path:
+    """``start.pt``: the weights training starts from when the pruning method set them (NTT
+    with ``start_from="transferred"``); absent when training starts from ``init.pt``."""
+    return directory / START
+
+
+def save_start(directory: Path, state: Mapping[str, torch.Tensor]) -> None:
+    atomic_torch_save(dict(state), directory / START)
 
 
 def rewind_path(directory: Path) -> Path:

@@ -3,11 +3,15 @@ weights per layer and in total, for every pair), their per-layer densities side 
 layer-wise shape of each (density against depth) and, with --model, the NTK spectrum distance
 of each masked network to the dense one, in one table and one figure.
 
-The NTK part runs only when --model is given: the model is built with --seed (the
-initialization ``ntksap prune --seed`` scored), each mask applied to a copy of it, on
---inputs Gaussian inputs (as ``ntksap ntk``). --out DIR writes masks.png, masks.md, masks.csv
-and pairs.csv; --json prints one object with ``masks``, ``pairs`` (each with ``a``, ``b``,
-``jaccard`` and per-layer ``layers`` rows) and ``layers``.
+The NTK part runs only when --model is given: the model is built from the seed and the
+initialization scheme the mask files record (those ``ntksap prune --seed/--init`` scored;
+masks of different seeds are refused, or --seed builds every network from one seed), each
+mask applied to a copy of it, on --inputs Gaussian inputs drawn from that seed (as
+``ntksap ntk``). Each pair's overlap is shown beside the overlap two random masks with its
+per-layer kept counts would have (the overlap expected by chance). --out DIR writes
+masks.png, masks.md, masks.csv and pairs.csv; --json prints one object with ``masks``,
+``pairs`` (each with ``a``, ``b``, ``jaccard``, ``random_jaccard`` and per-layer ``layers``
+rows) and ``layers``.
 """
 
 from __future__ import annotations
@@ -15,12 +19,14 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from ..analysis import check_same_layers, compare_masks, write_comparison
 from ..errors import ConfigError
 from ..experiment import check_device
+from ..init import KAIMING
 from ..masks import Masks
 from ..models import MODELS, build_model, model_spec
 from ..ntk import mask_label
@@ -40,8 +46,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="the masks' model, for the NTK spectrum distance to dense (left out: "
                         f"no NTK); one of {', '.join(sorted(MODELS))}")
     p.add_argument("--num-classes", type=int, default=10, help="with --model")
-    p.add_argument("--seed", type=int, default=0,
-                   help="with --model: seeds its initialization and the Gaussian inputs")
+    p.add_argument("--seed", type=int, default=None,
+                   help="with --model: the initialization's seed and the Gaussian inputs' "
+                        "(default: the seed the mask files record; they must agree)")
     p.add_argument("--inputs", type=int, default=None,
                    help=f"with --model: Gaussian inputs of the NTK (default {DEFAULT_INPUTS})")
     p.add_argument("--device", default="cpu")
@@ -63,11 +70,13 @@ def run(args: argparse.Namespace) -> int:
     check_same_layers(masks)
     model = inputs = None
     if args.model:
-        model = build_model(args.model, args.num_classes, seed=args.seed).to(args.device)
+        seed = args.seed if args.seed is not None else recorded(masks, "seed", 0)
+        init = recorded(masks, "init", KAIMING)
+        model = build_model(args.model, args.num_classes, seed=seed, init=init).to(args.device)
         for m in masks.values():
             m.check(model)
         shape = model_spec(args.model).input_shape
-        generator = torch.Generator().manual_seed(args.seed)
+        generator = torch.Generator().manual_seed(seed)
         inputs = torch.randn((args.inputs or DEFAULT_INPUTS, *shape),
                              generator=generator).to(args.device)
     comparison = compare_masks(masks, model=model, inputs=inputs,
@@ -83,6 +92,20 @@ def run(args: argparse.Namespace) -> int:
         print(f"\nfigure {comparison.files['figure']}, tables {comparison.files['table_md']}, "
               f"{comparison.files['layers_csv']} and {comparison.files['pairs_csv']}")
     return 0
+
+
+def recorded(masks: dict[str, Masks], key: str, default: Any) -> Any:
+    """The ``key`` every mask file records (``seed``, ``init``: the weights they were scored
+    on, which their NTKs are compared on); ``default`` when none records it; a
+    :class:`ConfigError` when they differ."""
+    values = {label: m.meta[key] for label, m in masks.items() if key in m.meta}
+    if len(set(values.values())) > 1:
+        listed = ", ".join(f"{label}: {value}" for label, value in values.items())
+        fix = ("give --seed S to build every network from seed S" if key == "seed" else
+               "compare masks scored on one initialization scheme")
+        raise ConfigError(f"the masks were scored on different initializations ({key} "
+                          f"{listed}); compare masks of one {key}, or {fix}")
+    return next(iter(values.values()), default)
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -115,6 +138,10 @@ def _print(comparison) -> None:
     print(" " * width + "".join(f"  {x:>{width}}" for x in labels))
     for i, label in enumerate(labels):
         print(f"{label:>{width}}" + "".join(f"  {v:>{width}.3f}" for v in matrix[i]))
+    print("\neach pair beside two random masks with its per-layer kept counts:")
+    for pair in comparison.pairs:
+        print(f"  {pair['a']} ~ {pair['b']}: {pair['jaccard']:.3f} (random masks "
+              f"{pair['random_jaccard']:.3f})")
     print("\nmasks:")
     for row in comparison.summary():
         ntk = row.get("ntk_log_distance_to_dense")

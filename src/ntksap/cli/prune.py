@@ -105,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
             "remaining": masks.remaining, "density": masks.density, "seconds": seconds,
             "effective_sparsity": effective.sparsity if effective else None,
             "out": args.out, "collapsed_layers": masks.meta["collapsed_layers"],
+            "start_weights": masks.meta["start_weights"],
+            **{k: masks.meta.get(k) for k in METHODS[args.method].reports},
             "layers": [{"name": r["name"], "shape": r["shape"], "density": r["density"],
                         "effective_density": on_path.get(r["name"]),
                         "remaining": r["remaining"]} for r in masks.layers()],

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import ClassVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -20,6 +20,19 @@ from ..errors import MethodOptionError
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 PRUNING_BATCH_SIZE = 256  # the reference's pruning batch size (section 3)
+
+
+@dataclass
+class Findings:
+    """What a method reports besides its scores, shared by all rounds of one pruning.
+
+    ``record``: JSON facts the engine adds to the masks' metadata (``Masks.meta``), e.g.
+    NTT's ``mask_updates``. ``start_weights``: parameters (by ``named_parameters`` name) the
+    pruned network should start training from, e.g. NTT's transferred weights; the engine
+    writes them into the user's model and records ``meta["start_weights"] = "method"``."""
+
+    record: dict[str, Any] = field(default_factory=dict)
+    start_weights: dict[str, torch.Tensor] | None = None
 
 
 @dataclass
@@ -34,6 +47,7 @@ class ScoreContext:
     data: list[Batch] | None  # pruning set batches on the scoring device, or None
     generator: torch.Generator  # seeded, on the scoring device
     batch_size: int = PRUNING_BATCH_SIZE  # the pruning set's batch size (inputs drawn too)
+    findings: Findings = field(default_factory=Findings)  # the same object in every round
 
 
 class ScoringNet:
@@ -95,6 +109,7 @@ class Method:
     default_rounds: ClassVar[int] = 1  # the method's own paper's T
     monotone: ClassVar[bool] = True  # False: pruned weights may come back (FORCE)
     train_mode: ClassVar[bool] = True  # BatchNorm mode of the scoring copy
+    reports: ClassVar[tuple[str, ...]] = ()  # the keys it adds to ``Findings.record``
 
     def scores(self, net: ScoringNet, ctx: ScoreContext) -> dict[str, torch.Tensor]:
         raise NotImplementedError

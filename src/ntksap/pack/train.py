@@ -22,7 +22,7 @@ import copy
 import dataclasses
 import shutil
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -172,8 +172,7 @@ def _train_fused(configs: list[RunConfig], out_dir: str | Path, data_dir: str | 
         for member in members:
             member.masks = prepare_run(member.config, member.directory, bundle, member.model,
                                        device, progress)
-        if device.type == "cuda":
-            torch.backends.cudnn.benchmark = True  # the fastest kernels for these shapes
+        locks.enter_context(benchmark_kernels())
         model = _fused_model(members, device, first.train)
         pack = rundir.pack_dir(out_dir, first.preset, [m.directory for m in members])
         fitted = _fit(model, members, test_loader, first.train, device, pack, progress,
@@ -181,6 +180,18 @@ def _train_fused(configs: list[RunConfig], out_dir: str | Path, data_dir: str | 
         results = _finish(model, *fitted, members, bundle, device, start)
         _remove(pack)
     return results
+
+
+@contextlib.contextmanager
+def benchmark_kernels() -> Iterator[None]:
+    """cuDNN's autotuner on while a pack trains (the fastest kernels for its fused shapes),
+    and the process's own setting back afterwards (it changes nothing on a CPU)."""
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
 
 
 def _remove(pack: Path) -> None:
@@ -284,9 +295,19 @@ def _epoch(model: nn.Module, members: list[_Member], test_loader: Any,
     seconds = time.perf_counter() - began
     records = [{"epoch": epoch + 1, "loss": float(loss_sum[m]) / count,
                 "train_acc": int(correct[m]) / count, "test_loss": float(t_loss[m]) / t_count,
-                "test_acc": int(t_correct[m]) / t_count, "lr": lr, "seconds": seconds,
-                "images_per_s": count / train_s} for m in range(size)]
+                "test_acc": int(t_correct[m]) / t_count, "lr": lr,
+                **member_time(seconds, count, train_s, size)} for m in range(size)]
     return records, nonfinite.tolist()
+
+
+def member_time(seconds: float, images: int, train_seconds: float, size: int
+                ) -> dict[str, float | int]:
+    """One network's share of a pack's epoch: ``seconds`` (the pack's epoch time / M, so the
+    runs' seconds add up to the machine's time) and ``images_per_s`` (its images per second
+    of its share: the pack's throughput, comparable with a separate run's), beside the
+    pack's own wall time ``pack_seconds`` and ``pack_size`` M."""
+    return {"seconds": seconds / size, "images_per_s": images * size / train_seconds,
+            "pack_seconds": seconds, "pack_size": size}
 
 
 @torch.no_grad()
@@ -378,23 +399,26 @@ def _finish(model: nn.Module, state: _State, optimizer: torch.optim.Optimizer, s
     states = split_state(model.state_dict(), shapes, size)
     results = []
     for m, member in enumerate(members):
-        if m in state.failed:
-            results.append(MemberResult(member.config, error=state.failed[m]))
-            continue
         net = member.model
         if member.masks is not None:
             member.masks.apply(net)
         net.load_state_dict(_in_layout(states[m], net))
         net.to(device)
         history = state.histories[m]
-        result = run_result(history.metrics, history.best, net, member.directory)
         train_config = dataclasses.asdict(member.config.train)
+        # a diverged network's checkpoint ends at the epoch it diverged in (its weights
+        # zeroed when the pack stopped it): a later `ntksap run` of it reports the
+        # divergence, as a separate run's would, instead of training it again
         ck.save_checkpoint(rundir.checkpoint_path(member.directory), {
-            "epoch": state.start, "model": net.state_dict(),
+            "epoch": len(history.metrics), "model": net.state_dict(),
             "optimizer": _member_optimizer(model, optimizer, net, m, size),
             "scheduler": scheduler.state_dict(), "rng": [ck.capture_rng()],
             "metrics": history.metrics, "config": train_config,
             "best_test_acc": history.best[0], "best_epoch": history.best[1]})
+        if m in state.failed:
+            results.append(MemberResult(member.config, error=state.failed[m]))
+            continue
+        result = run_result(history.metrics, history.best, net, member.directory)
         ck.write_done(rundir.done_path(member.directory), train_config, result)
         summary = summarize(member.config, member.directory, net, member.masks, bundle, result,
                             device, start, pack_size=size)
