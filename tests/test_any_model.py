@@ -30,7 +30,8 @@ SPARSITY = 0.8
 FAST = {
     "ntksap": dict(repeats=1, samples=4, batch_size=4),
     "prospr": dict(steps=1, batch_size=4),
-    "ntt": dict(steps=1, batch_size=4, ntk_inputs=2, progress=False, progress_bar=False),
+    "ntt": dict(steps=1, batch_size=4, ntk_inputs=2, progress=False, progress_bar=False,
+                start_from="initial"),  # its default writes the transferred weights
 }
 
 
@@ -105,3 +106,20 @@ def test_every_method_prunes_any_model_exactly_and_leaves_it_alone(models, model
     pruned = masks.apply(copy.deepcopy(model))
     with torch.no_grad():
         assert torch.isfinite(pruned(torch.randn(2, *SHAPE))).all()
+
+
+@pytest.mark.parametrize("model_name", list(BUILDERS))
+def test_ntt_writes_its_transferred_weights_into_any_model(models, model_name):
+    """NTT's default start (the paper's): every parameter the student learned lands in the
+    user's model under its own name (attention's packed projections and BatchNorm's affine
+    parameters too); buffers stay."""
+    model = copy.deepcopy(models[model_name])
+    before = copy.deepcopy(model.state_dict())
+    options = {**_options("ntt", {}), "start_from": "transferred", "lr": 1e-2}
+    masks = ntksap.prune(model, "ntt", SPARSITY, input_shape=SHAPE, seed=0, **options)
+    assert masks.meta["start_weights"] == "method"
+    changed = [n for n, p in model.named_parameters() if not torch.equal(p, before[n])]
+    weights = [n for n in changed if n.endswith("weight") and n[:-len(".weight")] in masks]
+    assert weights and len(changed) > len(weights)  # prunable weights and others too
+    for name, buffer in model.named_buffers():
+        assert torch.equal(buffer, before[name]), name

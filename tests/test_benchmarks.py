@@ -150,3 +150,15 @@ def test_train_speed_compile_variants_compile_the_model_and_time_it_apart(monkey
     assert all(out["variants"][n]["compile_seconds"] > 0 for n in names)
     assert all(row["compile_seconds"] is None for n, row in out["variants"].items()
                if n not in names)
+
+
+def test_ntt_defaults_reports_its_mask_updates_and_the_mask_it_last_chose():
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "ntt_defaults.py"), "--json",
+                           "--mask-update-every", "2", "--epochs", "1"],
+                          capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout)
+    assert out["mask_updates"] == 3 and out["transfer_steps"] == 9  # the floor: (3 + 1) 2 + 1
+    assert out["returned_is_last_chosen"] is True
+    assert 0 < out["random_mask_jaccard"] < out["jaccard_to_magnitude"] <= 1
