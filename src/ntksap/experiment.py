@@ -409,7 +409,7 @@ def _prune_and_train(config: RunConfig, directory: Path, bundle: Any, model: tor
                        {**dataclasses.asdict(config), "run_dir": str(directory)}) as hooks:
         result = train(model, train_loader, test_loader, config.train, directory,
                        device=device, masks=masks, progress=progress, distributed=distributed,
-                       hooks=hooks)
+                       hooks=hooks, val_loader=validation_loader(bundle, device))
     summary = summarize(config, directory, model, masks, bundle, result, device, start)
     if rank == 0:
         rundir.write_summary(directory, summary)
@@ -457,6 +457,8 @@ def summarize(config: RunConfig, directory: Path, model: torch.nn.Module, masks:
         "best_epoch": result["best_epoch"], "epochs": config.train.epochs,
         "effective_sparsity": _effective_sparsity(directory, model, masks, bundle.input_shape),
         "holdout": config.holdout, "final_val_acc": _val_accuracy(model, bundle, config, device),
+        "val_selected_epoch": result.get("val_selected_epoch"),
+        "val_selected_test_acc": result.get("val_selected_test_acc"),
         "precision": precision_record(config.train, device)["precision"],
         "pack_size": pack_size, **_time_share(time.perf_counter() - start, pack_size),
     }
@@ -467,6 +469,12 @@ def _time_share(elapsed: float, pack_size: int) -> dict[str, float]:
     add up to the machine's time); ``pack_seconds``: the wall time of the run, or of the
     whole pack it trained in."""
     return {"seconds": elapsed / pack_size, "pack_seconds": elapsed}
+
+
+def validation_loader(bundle: Any, device: torch.device) -> Any:
+    """The held-out validation split's batches (in order, no augmentation), or None when the
+    run holds nothing out."""
+    return bundle.val_loader(256, device) if bundle.val is not None else None
 
 
 def _val_accuracy(model: torch.nn.Module, bundle: Any, config: RunConfig,

@@ -46,6 +46,7 @@ from ..experiment import (
     run_experiment,
     run_lock,
     summarize,
+    validation_loader,
 )
 from ..masks import Masks
 from ..models import build_model
@@ -175,8 +176,8 @@ def _train_fused(configs: list[RunConfig], out_dir: str | Path, data_dir: str | 
         locks.enter_context(benchmark_kernels())
         model = _fused_model(members, device, first.train)
         pack = rundir.pack_dir(out_dir, first.preset, [m.directory for m in members])
-        fitted = _fit(model, members, test_loader, first.train, device, pack, progress,
-                      compile)
+        fitted = _fit(model, members, (test_loader, validation_loader(bundle, device)),
+                      first.train, device, pack, progress, compile)
         results = _finish(model, *fitted, members, bundle, device, start)
         _remove(pack)
     return results
@@ -224,11 +225,12 @@ class _State:
     start: int = 0
 
 
-def _fit(model: nn.Module, members: list[_Member], test_loader: Any, config: TrainConfig,
-         device: torch.device, pack: Path, progress: bool, compile: bool
+def _fit(model: nn.Module, members: list[_Member], evaluation: tuple[Any, Any],
+         config: TrainConfig, device: torch.device, pack: Path, progress: bool, compile: bool
          ) -> tuple[_State, torch.optim.Optimizer, Any]:
-    """Train every epoch of ``config`` (resuming from ``pack``'s checkpoint); the final state
-    (histories, stopped networks), optimizer and scheduler."""
+    """Train every epoch of ``config`` (resuming from ``pack``'s checkpoint), testing and
+    validating on ``evaluation`` (the test loader, the validation loader or None); the
+    final state (histories, stopped networks), optimizer and scheduler."""
     optimizer = build_optimizer(model, config)
     scheduler = build_scheduler(optimizer, config)
     state = _resume(pack, model, optimizer, scheduler, members, config)
@@ -238,7 +240,7 @@ def _fit(model: nn.Module, members: list[_Member], test_loader: Any, config: Tra
         alive = torch.tensor([m not in state.failed for m in range(size)], device=device)
         if not alive.any():
             break
-        records, nonfinite = _epoch(step_model, members, test_loader, optimizer, config,
+        records, nonfinite = _epoch(step_model, members, evaluation, optimizer, config,
                                     device, epoch, alive, progress)
         scheduler.step()
         for m in range(size):
@@ -255,12 +257,13 @@ def _fit(model: nn.Module, members: list[_Member], test_loader: Any, config: Tra
     return state, optimizer, scheduler
 
 
-def _epoch(model: nn.Module, members: list[_Member], test_loader: Any,
+def _epoch(model: nn.Module, members: list[_Member], evaluation: tuple[Any, Any],
            optimizer: torch.optim.Optimizer, config: TrainConfig, device: torch.device,
            epoch: int, alive: torch.Tensor, progress: bool
            ) -> tuple[list[dict[str, Any]], list[bool]]:
-    """One epoch of every network and its test; per network its record and whether its
-    training loss was ever not finite."""
+    """One epoch of every network, its test and (with a validation loader) its validation;
+    per network its record and whether its training loss was ever not finite."""
+    test_loader, val_loader = evaluation
     size = len(members)
     stream = pack_stream([m.loader for m in members])
     for loader in (stream, test_loader):
@@ -297,6 +300,11 @@ def _epoch(model: nn.Module, members: list[_Member], test_loader: Any,
                 "train_acc": int(correct[m]) / count, "test_loss": float(t_loss[m]) / t_count,
                 "test_acc": int(t_correct[m]) / t_count, "lr": lr,
                 **member_time(seconds, count, train_s, size)} for m in range(size)]
+    if val_loader is not None:
+        v_loss, v_correct, v_count = _evaluate(model, val_loader, size, config, device)
+        for m, record in enumerate(records):
+            record.update(val_loss=float(v_loss[m]) / v_count,
+                          val_acc=int(v_correct[m]) / v_count)
     return records, nonfinite.tolist()
 
 

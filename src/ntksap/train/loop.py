@@ -112,14 +112,26 @@ def run_result(metrics: list[dict[str, Any]], best: tuple[float, int], model: nn
         "train_seconds": sum(r["seconds"] for r in metrics),
         "images_per_s": sum(r["images_per_s"] for r in metrics) / len(metrics),
         "measured_sparsity": _sparsity(model), "run_dir": str(run_dir),
+        **dict(zip(("val_selected_epoch", "val_selected_test_acc"), val_selected(metrics),
+                   strict=True)),
     }
+
+
+def val_selected(metrics: Iterable[dict[str, Any]]) -> tuple[int | None, float | None]:
+    """The validation-selected epoch (the highest ``val_acc``, the earliest on ties) and its
+    test accuracy; (None, None) for a run without per-epoch validation (no hold-out)."""
+    scored = [r for r in metrics if r.get("val_acc") is not None]
+    if not scored:
+        return None, None
+    best = max(scored, key=lambda r: (r["val_acc"], -r["epoch"]))
+    return int(best["epoch"]), best["test_acc"]
 
 
 def train(model: nn.Module, train_loader: Batches, test_loader: Batches, config: TrainConfig,
           run_dir: str | Path, *, device: str | torch.device, masks: Masks | None = None,
           progress: bool = True, distributed: bool = False,
-          on_epoch_end: EpochHook | None = None, hooks: Sequence[EpochHook] = ()
-          ) -> dict[str, Any]:
+          on_epoch_end: EpochHook | None = None, hooks: Sequence[EpochHook] = (),
+          val_loader: Batches | None = None) -> dict[str, Any]:
     """Train ``model`` in place with ``config``, checkpointing to ``run_dir`` every epoch.
 
     Loaders yield ``(x, y)`` batches, have ``len()`` and may have ``set_epoch(epoch)`` (called
@@ -133,7 +145,9 @@ def train(model: nn.Module, train_loader: Batches, test_loader: Batches, config:
     over ranks and only rank 0 writes files and shows the progress bar. An epoch whose
     training loss is not finite ends training with :class:`TrainingDivergedError` after its
     record and checkpoint are written (as a pack stops such a network); resuming it raises
-    the same error without training.
+    the same error without training. With ``val_loader`` (a held-out validation split) each
+    epoch also records ``val_loss`` and ``val_acc``, and the result names the
+    validation-selected epoch (``val_selected_epoch``, ``val_selected_test_acc``).
 
     Returns ``final_test_acc`` (last epoch), ``best_test_acc``, ``best_epoch`` and more.
     """
@@ -161,7 +175,7 @@ def train(model: nn.Module, train_loader: Batches, test_loader: Batches, config:
     _stop_if_diverged(history.metrics)
     for epoch in range(history.start, config.epochs):
         record = _epoch(net, model, train_loader, test_loader, optimizer, config, device, epoch,
-                        progress and main, distributed)
+                        progress and main, distributed, val_loader)
         scheduler.step()
         for hook in epoch_hooks:
             hook(record)
@@ -287,8 +301,10 @@ def _with_copy(hook: EpochHook) -> EpochHook:
 
 def _epoch(net: nn.Module, model: nn.Module, train_loader: Batches, test_loader: Batches,
            optimizer: torch.optim.Optimizer, config: TrainConfig, device: torch.device,
-           epoch: int, show: bool, distributed: bool) -> dict[str, Any]:
-    """Train one epoch (0-based ``epoch``) and test; the epoch's record, summed over ranks."""
+           epoch: int, show: bool, distributed: bool, val_loader: Batches | None = None
+           ) -> dict[str, Any]:
+    """Train one epoch (0-based ``epoch``), test and validate (with ``val_loader``); the
+    epoch's record, summed over ranks."""
     for loader in (train_loader, test_loader):
         if hasattr(loader, "set_epoch"):
             loader.set_epoch(epoch)
@@ -309,6 +325,10 @@ def _epoch(net: nn.Module, model: nn.Module, train_loader: Batches, test_loader:
         record = {"epoch": epoch + 1, "loss": loss / count, "train_acc": correct / count,
                   "test_loss": t_loss / t_count, "test_acc": t_correct / t_count, "lr": lr,
                   "seconds": time.perf_counter() - began, "images_per_s": count / train_s}
+        if val_loader is not None:  # every rank sees the whole split: the ratio is the same
+            v_loss, v_correct, v_count = dd.sum_over_ranks(
+                evaluate(model, val_loader, config, device), device, distributed)
+            record.update(val_loss=v_loss / v_count, val_acc=v_correct / v_count)
         bar.set_postfix(loss=f"{record['loss']:.4f}", acc=f"{record['train_acc']:.4f}",
                         test_acc=f"{record['test_acc']:.4f}")
     return record
