@@ -85,3 +85,38 @@ def test_tables_from_real_runs(tmp_path, monkeypatch, capsys, one_thread):
     mean, half = script.interval(last)
     assert f"| cifar10-resnet20 | dense | bf16 | 2 | 0,1 | {mean:.2f} ± {half:.2f} |" in out
     assert "### bf16 against float32" in out and (tmp_path / "curves.png").stat().st_size > 0
+
+
+def _mnist_script():
+    path = ROOT / "docs" / "results" / "scripts" / "mnist_validation_tables.py"
+    spec = importlib.util.spec_from_file_location("mnist_validation_tables", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["mnist_validation_tables"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_validation_selected_tables_from_real_runs(tmp_path, capsys, one_thread):
+    """Runs with a hold-out: each cell is the mean +- t-interval of the test error at the epoch
+    with the best validation accuracy (recomputed here from metrics.jsonl by hand)."""
+    import json
+
+    errors = {}
+    for method in ("magnitude", "random"):
+        for seed in (0, 1):
+            config = resolve("cifar10-resnet20", method, 0.8, seed=seed, dataset="synthetic",
+                             model="convnet", limit_per_class=20, holdout=0.2,
+                             train_overrides={"epochs": 3, "batch_size": 16})
+            summary = run_experiment(config, out_dir=tmp_path, progress=False)
+            lines = (Path(summary["run_dir"]) / "metrics.jsonl").read_text().splitlines()
+            records = [json.loads(line) for line in lines]
+            top = max(r["val_acc"] for r in records)
+            chosen = next(r for r in records if r["val_acc"] == top)  # the earliest best
+            errors.setdefault(method, []).append(100 * (1 - chosen["test_acc"]))
+    _mnist_script().main([str(tmp_path)])
+    out = capsys.readouterr().out
+    for method, values in errors.items():
+        mean = sum(values) / 2
+        half = 12.706 * abs(values[0] - values[1]) / 2  # t_{0.975,1} * s / sqrt(2), n = 2
+        assert f"| {method} | {mean:.2f} ± {half:.2f} (n=2) |" in out
+    assert "validation-selected epoch" in out and "test-selected (best) epoch" in out

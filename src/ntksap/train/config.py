@@ -177,8 +177,8 @@ _IMAGENET_NOTE = ("torchvision reference recipe (batch 256 in total over all GPU
 # sparsity on LeNet-300-100 (test error 1.6 and 2.4 %, reference 1.7 %) and at 98 % and 99 %
 # on LeNet-5-Caffe (0.8 and 1.1 %, reference 0.9 %). Its public code
 # (github.com/namhoonlee/snip-public) reports the lowest test error over the checkpoints saved
-# during training (every 1,000 iterations): this toolkit's best-epoch test accuracy is the
-# counterpart; the validation split is only monitored, as in that code.
+# during training (every 1,000 iterations, the last five kept): this toolkit's best-epoch
+# test accuracy is the counterpart; the validation split is only monitored, as in that code.
 # Where the paper is silent, this toolkit's choices:
 # - total length: three learning-rate phases of 25k iterations (0.1, 0.01, 0.001), 75k
 #   iterations; per-epoch milestones at epochs 46 and 93 (24,840 and 50,220 iterations) of 139
