@@ -257,15 +257,31 @@ def test_operations_without_a_path_meaning_are_a_clear_error(model, message):
 
 # Where it is reported ------------------------------------------------------------------------
 
-def test_prune_prints_and_records_effective_sparsity(capsys):
+def _mlp_on_path(masks: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Kept weights of an MLP (masks in order, each (out, in)) on some input-output path, by
+    reachability written out here: unit j of a layer is reached from the inputs if a kept
+    weight leads into it from a reached unit, and reaches the outputs if a kept weight leads
+    from it to a unit that does."""
+    reached = [torch.ones(masks[0].shape[1], dtype=torch.bool)]
+    for m in masks:
+        reached.append((m & reached[-1][None, :]).any(1))
+    reaching = [torch.ones(masks[-1].shape[0], dtype=torch.bool)]
+    for m in reversed(masks):
+        reaching.insert(0, (m & reaching[0][:, None]).any(0))
+    return [m & reached[i][None, :] & reaching[i + 1][:, None] for i, m in enumerate(masks)]
+
+
+def test_prune_prints_and_records_effective_sparsity(capsys, tmp_path):
     argv = ["prune", "--model", "lenet300", "--method", "random", "--sparsity", "0.998",
-            "--no-progress", "--seed", "0"]
+            "--no-progress", "--seed", "0", "--out", str(tmp_path / "m.pt")]
     assert main([*argv, "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     # at 0.2 % density most of fc1's ~470 kept weights lead into units with no output weight
     assert out["effective_sparsity"] > out["sparsity"]
-    for layer in out["layers"]:
-        assert 0 <= layer["effective_density"] <= layer["density"]
+    saved = Masks.load(tmp_path / "m.pt")
+    on_path = _mlp_on_path([saved[r["name"]] for r in out["layers"]])
+    for layer, expected in zip(out["layers"], on_path, strict=True):
+        assert layer["effective_density"] == int(expected.sum()) / expected.numel()
     model = build_model("lenet300", 10, seed=0)
     kept = out["total"] * (1 - out["effective_sparsity"])
     assert kept == pytest.approx(sum(

@@ -22,6 +22,7 @@ from ntksap.sweep.worker import work
 QUICK = {"dataset": "synthetic", "model": "convnet", "limit_per_class": 12, "epochs": 1,
          "batch_size": 32, "rounds": 2, "repeats": 1}
 GIB = 1 << 30
+ONE_IMAGE = 1 / 120  # the synthetic test split at limit_per_class 12: 12 images x 10 classes
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -98,19 +99,28 @@ def test_a_sweep_in_packs_fills_the_store_and_report_as_separate_runs(tmp_path):
     assert claims == {"1": [""] * 6, "3": ["pack of 3"] * 6}
     (alone, report_alone), (packed, report_packed) = results["1"], results["3"]
     assert len(alone) == 6 and set(packed) == set(alone)
+    # float32: a pack's grouped kernels sum in another order than separate layers, so an
+    # accuracy may move by a test image or two (exact equality is tested in float64 in
+    # test_pack.py); everything else must be the same
+    close = dict(abs=ONE_IMAGE * 2, rel=0)
     for key, row in alone.items():
         assert row["status"] == packed[key]["status"] == "done"
         for field in ("final_test_acc", "best_test_acc"):
-            assert packed[key][field] == row[field]
+            assert packed[key][field] == pytest.approx(row[field], **close)
         assert Path(packed[key]["run_dir"]).relative_to(tmp_path / "m3") == Path(
             row["run_dir"]).relative_to(tmp_path / "m1")
         files = [sorted(f.name for f in Path(r["run_dir"]).iterdir()) for r in (row, packed[key])]
         assert files[0] == files[1] and "summary.json" in files[0]
         metrics = [(Path(r["run_dir"]) / "metrics.jsonl").read_text() for r in (row, packed[key])]
-        assert [json.loads(m)["test_acc"] for m in metrics[0].splitlines()] == [
-            json.loads(m)["test_acc"] for m in metrics[1].splitlines()]
-    assert report_packed.rows == report_alone.rows and len(report_alone.rows) == 3
-    assert report_packed.csv.read_text() == report_alone.csv.read_text()
+        assert [json.loads(m)["test_acc"] for m in metrics[1].splitlines()] == pytest.approx(
+            [json.loads(m)["test_acc"] for m in metrics[0].splitlines()], **close)
+    assert len(report_alone.rows) == len(report_packed.rows) == 3
+    for a, b in zip(report_alone.rows, report_packed.rows, strict=True):
+        numbers = ("best_mean", "best_std", "final_mean", "final_std")
+        assert {k: v for k, v in vars(a).items() if k not in numbers} == {
+            k: v for k, v in vars(b).items() if k not in numbers}
+        for name in ("best_mean", "final_mean"):  # in % of the test set
+            assert getattr(b, name) == pytest.approx(getattr(a, name), abs=100 * ONE_IMAGE * 2)
 
 
 # Per-run accounting --------------------------------------------------------------------------
