@@ -10,6 +10,7 @@ import pytest
 import torch
 from conftest import ConvBN
 from torch import nn
+from torch.func import functional_call
 from torch.nn import functional as F
 
 import ntksap
@@ -155,6 +156,62 @@ def test_prospr_meta_gradient_equals_finite_differences_through_the_steps(
             difference = (loss(plus) - loss(minus)) / (2 * h)
             assert float(scores[name][index]) == pytest.approx(abs(float(difference)),
                                                                rel=1e-5, abs=1e-9)
+
+
+def _authors_meta_gradient(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]],
+                           lr: float, momentum: float, first_order: bool
+                           ) -> dict[str, torch.Tensor]:
+    """|dL/dm| of the authors' procedure (mil-ad/prospr, restated from its description):
+    masks m (ones) on the prunable weights, theta_0 = every parameter, the prunable weights
+    times m; K steps theta_{k+1} = theta_k - lr v_k with v_k = g_k (momentum 0), or v_0 = g_0
+    detached and v_k = momentum v_{k-1} + g_k; g_k the gradient of batch k's cross-entropy,
+    its graph kept (full) or cut (first-order); L the cross-entropy of the last batch after
+    the K steps; BatchNorm in train mode. Exact (autograd through the restated loop), so it
+    can be compared to rounding, not to a finite difference's error."""
+    net = copy.deepcopy(model).train()
+    prunable = _prunable(net)
+    masks = {n: torch.ones_like(m.weight, requires_grad=True) for n, m in prunable.items()}
+    params = {k: p.detach().clone().requires_grad_(True) for k, p in net.named_parameters()}
+    for name in prunable:
+        params[f"{name}.weight"] = params[f"{name}.weight"] * masks[name]
+    velocity: dict[str, torch.Tensor] = {}
+    for k, (x, y) in enumerate(batches[:-1]):
+        loss = F.cross_entropy(functional_call(net, params, (x,)), y)
+        grads = torch.autograd.grad(loss, list(params.values()), create_graph=not first_order)
+        stepped = {}
+        for (name, p), g in zip(params.items(), grads, strict=True):
+            if first_order:
+                g = g.detach()
+            if momentum:
+                g = g.detach() if k == 0 else momentum * velocity[name] + g
+                velocity[name] = g
+            stepped[name] = p - lr * g
+        params = stepped
+    x, y = batches[-1]
+    loss = F.cross_entropy(functional_call(net, params, (x,)), y)
+    meta = torch.autograd.grad(loss, list(masks.values()))
+    return {n: g.abs() for n, g in zip(masks, meta, strict=True)}
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+@pytest.mark.parametrize("new_batch_per_step", [False, True])
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_prospr_equals_the_authors_procedure_to_rounding(momentum, new_batch_per_step,
+                                                        first_order):
+    model = _conv_bn(torch.float64)
+    x, y = _images(9, seed=1, dtype=torch.float64)
+    steps, lr, size = 3, 0.2, 4
+    if new_batch_per_step:  # step k on examples 4k .. 4k + 3 of the set, wrapping around
+        order = [list(range(4 * k, 4 * k + 4)) for k in range(steps + 1)]
+        batches = [(x[[i % 9 for i in idx]], y[[i % 9 for i in idx]]) for idx in order]
+    else:
+        batches = [(x[:size], y[:size])] * (steps + 1)
+    scores = ntksap.score(model, "prospr", data=(x, y), steps=steps, lr=lr, momentum=momentum,
+                          meta_batch_size=size, new_batch_per_step=new_batch_per_step,
+                          first_order=first_order)
+    expected = _authors_meta_gradient(model, batches, lr, momentum, first_order)
+    for name, value in expected.items():
+        torch.testing.assert_close(scores[name], value, rtol=1e-8, atol=1e-14)
 
 
 def test_prospr_with_momentum_is_not_pytorchs_sgd():
