@@ -218,7 +218,14 @@ def test_short_run_on_real_mnist(capsys, tmp_path, monkeypatch):
                  "--epochs", "1", "--out-dir", str(tmp_path / "runs"), "--no-progress",
                  "--json"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert summary["holdout"] == 0.1 and 0.0 <= summary["final_val_acc"] <= 1.0
+    assert summary["holdout"] == 0.1
+    # 10 % of 300 training images held out: 30, validated after the epoch and again at the end
+    (record,) = [json.loads(line) for line in
+                 (Path(summary["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
+    assert record["val_acc"] == summary["final_val_acc"]
+    assert abs(30 * summary["final_val_acc"] - round(30 * summary["final_val_acc"])) < 1e-9
+    assert summary["val_selected_epoch"] == 1
+    assert summary["val_selected_test_acc"] == record["test_acc"]
     assert summary["remaining"] == round(0.02 * 430_500)
     assert summary["effective_sparsity"] >= 0.98
     record = json.loads((Path(summary["run_dir"]) / "config.json").read_text())["config"]
