@@ -120,3 +120,16 @@ def test_validation_selected_tables_from_real_runs(tmp_path, capsys, one_thread)
         half = 12.706 * abs(values[0] - values[1]) / 2  # t_{0.975,1} * s / sqrt(2), n = 2
         assert f"| {method} | {mean:.2f} ± {half:.2f} (n=2) |" in out
     assert "validation-selected epoch" in out and "test-selected (best) epoch" in out
+
+
+def test_the_methods_tied_for_best_are_those_whose_intervals_overlap_the_best():
+    script = _mnist_script()
+    run = script.Run
+    values = {"a": [1.0, 1.1, 0.9], "b": [5.0, 5.1, 4.9], "c": [1.2, 1.3, 1.1], "d": [3.0]}
+    runs = [run(m, 0.9, i, v, v) for m, vs in values.items() for i, v in enumerate(vs)]
+    runs += [run("e", 0.99, 0, 2.0, 2.0), run("e", 0.99, 1, 2.2, 2.2)]
+    # half-widths 4.303 * 0.1 / sqrt(3) = 0.248: a [0.75, 1.25] and c [0.95, 1.45] overlap,
+    # b [4.75, 5.25] does not; d (n = 1) has no interval and is left out
+    assert script.tied_for_best(runs).splitlines() == [
+        "- 90 %: lowest mean a; not separated from it: c",
+        "- 99 %: lowest mean e (the only method with n >= 2: nothing to compare)"]

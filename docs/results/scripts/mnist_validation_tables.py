@@ -92,10 +92,14 @@ def tied_for_best(runs: list[Run]) -> str:
         if not cells:
             continue
         best = min(cells, key=lambda m: interval(cells[m])[0])
-        tied = sorted(m for m in cells if not separated(cells[m], cells[best]))
-        lines.append(f"- {100 * sparsity:g} %: lowest mean {best}; not separated from it: "
-                     + ", ".join(m for m in tied if m != best) if len(tied) > 1 else
-                     f"- {100 * sparsity:g} %: {best} alone (every other interval lies above)")
+        tied = [m for m in sorted(cells) if m != best and not separated(cells[m], cells[best])]
+        head = f"- {100 * sparsity:g} %: lowest mean {best}"
+        if len(cells) == 1:
+            lines.append(f"{head} (the only method with n >= 2: nothing to compare)")
+        elif tied:
+            lines.append(f"{head}; not separated from it: {', '.join(tied)}")
+        else:
+            lines.append(f"{head}, alone: every other interval lies above")
     return "\n".join(lines)
 
 
