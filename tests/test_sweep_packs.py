@@ -116,7 +116,7 @@ def test_a_sweep_in_packs_fills_the_store_and_report_as_separate_runs(tmp_path):
             [json.loads(m)["test_acc"] for m in metrics[0].splitlines()], **close)
     assert len(report_alone.rows) == len(report_packed.rows) == 3
     for a, b in zip(report_alone.rows, report_packed.rows, strict=True):
-        numbers = ("best_mean", "best_std", "final_mean", "final_std")
+        numbers = ("best_mean", "best_std", "final_mean", "final_std", "val_mean", "val_half")
         assert {k: v for k, v in vars(a).items() if k not in numbers} == {
             k: v for k, v in vars(b).items() if k not in numbers}
         for name in ("best_mean", "final_mean"):  # in % of the test set

@@ -61,3 +61,24 @@ def test_a_pack_validates_each_network_as_its_separate_run(tmp_path, double_prec
         assert [r["val_acc"] for r in mine] == pytest.approx([r["val_acc"] for r in theirs],
                                                              abs=1e-12)
         assert result.summary["val_selected_epoch"] == alone["val_selected_epoch"]
+
+
+def test_the_report_leads_with_the_validation_selected_accuracy(tmp_path):
+    """Runs with a hold-out: the cell is the mean ± 95 % t-interval of the test accuracy at
+    each run's validation-selected epoch (from its summary, by hand here), with the
+    test-selected best epoch's mean beside it, named so."""
+    from ntksap.report import build_report
+    from ntksap.report.table import cell
+
+    summaries = [run_experiment(_config(seed), out_dir=tmp_path / "runs", progress=False)
+                 for seed in (0, 1)]
+    report = build_report(tmp_path / "runs", tmp_path / "report")
+    (row,) = [r for r in report.rows if r.method == "magnitude"]
+    values = [100 * s["val_selected_test_acc"] for s in summaries]
+    mean = sum(values) / 2
+    half = 12.706 * abs(values[0] - values[1]) / 2  # t_{0.975,1} s / sqrt(2) for n = 2
+    best = sum(100 * s["best_test_acc"] for s in summaries) / 2
+    assert (row.val_n, row.val_mean) == (2, pytest.approx(mean))
+    assert row.val_half == pytest.approx(half)
+    assert cell(row).startswith(f"{mean:.2f} ± {half:.2f} (n=2) [test-sel. {best:.2f}]")
+    assert "validation accuracy, mean ± 95 % t-interval" in report.markdown.read_text()

@@ -29,7 +29,7 @@ from ..masks import Masks
 from ..rundir import read_json
 from ..runners import Runner, label, runner_for_job
 from ..train import get_preset
-from ..train.loop import diverged_epoch
+from ..train.loop import diverged_epoch, val_selected
 
 VARIANT_FIELDS = ("transform", "rounds", "scope", "rewind_epoch")  # and every method option
 OPTION = "method_options."  # prefix of a method option's field name (``method_options.eps``)
@@ -63,6 +63,11 @@ class Point:
     def diverged_epoch(self) -> int | None:
         """The first epoch whose training loss is not finite (None: the run did not diverge)."""
         return diverged_epoch(self.metrics)
+
+    @property
+    def val_selected_acc(self) -> float | None:
+        """Test accuracy at the validation-selected epoch (runs with a hold-out), else None."""
+        return val_selected(self.metrics)[1]
 
     @property
     def preset(self) -> str:

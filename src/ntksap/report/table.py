@@ -1,4 +1,5 @@
-"""The results table: mean +- std over seeds per setting x method variant x sparsity, with the
+"""The results table: per setting x method variant x sparsity, the validation-selected test
+accuracy (mean +- 95 % t-interval, runs with a hold-out) or the best epoch's (mean +- std), with the
 paper's number where it gives one and the runs flagged for layer collapse or divergence."""
 
 from __future__ import annotations
@@ -50,6 +51,11 @@ class Row:
     effective_sparsity: float | None = None  # %, mean over seeds where known
     options: dict[str, Any] = field(default_factory=dict)  # the method options that vary
     diverged: int = 0  # runs whose training diverged: not in n, nor in the means (NaN if n = 0)
+    # the test accuracy at each run's validation-selected epoch (runs with a hold-out only):
+    # mean, half-width of its 95 % t-interval (None for one run) and the number of runs
+    val_mean: float | None = None
+    val_half: float | None = None
+    val_n: int = 0
 
 
 def _order(method: str) -> int:
@@ -94,7 +100,32 @@ def _row(setting: str, variant: str, sparsity: float, members: list[Point],
         ",".join(str(s) for s in sorted(p.seed for p in ok)),
         statistics.fmean(pruned) if pruned else None,
         {name: first.options[name] for name in varying if name in first.options},
-        len(members) - len(ok))
+        len(members) - len(ok), *_val_selected(ok))
+
+
+def _val_selected(points: list[Point]) -> tuple[float | None, float | None, int]:
+    """(mean, 95 % half-width, n) of the validation-selected test accuracy in %."""
+    values = [100 * p.val_selected_acc for p in points if p.val_selected_acc is not None]
+    if not values:
+        return None, None, 0
+    mean, half = t_interval(values)
+    return mean, half, len(values)
+
+
+# Student t quantiles t_{0.975, df}, df = 1 .. 30 (standard tables); 1.96 beyond
+T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
+        2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
+        2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def t_interval(values: list[float]) -> tuple[float, float | None]:
+    """(mean, half-width of its 95 % Student-t interval); None for one value."""
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return mean, None
+    df = len(values) - 1
+    t = T975[df - 1] if df <= len(T975) else 1.96
+    return mean, t * statistics.stdev(values) / math.sqrt(len(values))
 
 
 def effective_sparsity(point: Point) -> float | None:
@@ -168,13 +199,22 @@ def write_csv(rows: list[Row], path: str | Path) -> None:
 
 
 def cell(row: Row) -> str:
-    """``mean ± std`` of the best-epoch accuracy (one seed: its accuracy alone, a standard
-    deviation needs two), with the seed count and the collapse and divergence flags."""
+    """With validation-selected epochs (runs with a hold-out): their test accuracy's
+    ``mean ± 95 % interval (n=k)``, then the test-selected best epoch's mean as ``[test-sel.
+    m]``. Else ``mean ± std`` of the best-epoch accuracy (one seed: its accuracy alone, a
+    standard deviation needs two). Then the seed count and the collapse and divergence
+    flags."""
     if row.n == 0:
         return f"diverged ✗{row.diverged}"
-    text = f"{row.best_mean:.2f}"
-    if row.n != 1:
-        text += f" ± {row.best_std:.2f} (n={row.n})"
+    if row.val_mean is not None:
+        text = f"{row.val_mean:.2f}"
+        if row.val_half is not None:
+            text += f" ± {row.val_half:.2f}"
+        text += f" (n={row.val_n}) [test-sel. {row.best_mean:.2f}]"
+    else:
+        text = f"{row.best_mean:.2f}"
+        if row.n != 1:
+            text += f" ± {row.best_std:.2f} (n={row.n})"
     if row.collapsed:
         text += f" ⚠{row.collapsed}"
     if row.diverged:
@@ -207,7 +247,10 @@ def markdown(rows: list[Row]) -> str:
     """Per setting, a method x sparsity table of best-epoch test accuracy (%)."""
     if not rows:
         return "No finished runs.\n"
-    parts = ["Best-epoch test accuracy (%), mean ± std over seeds; n = number of seeds when "
+    parts = ["Runs with a validation hold-out: test accuracy (%) at the epoch with the best "
+             "validation accuracy, mean ± 95 % t-interval (n = runs), and beside it the "
+             "test-selected best epoch's mean, named so. Runs without a hold-out: best-epoch "
+             "test accuracy (%), mean ± std over seeds; n = number of seeds when "
              "not 1; ⚠k = k runs with layer collapse; ✗k = k runs whose training diverged "
              "(loss not finite; left out of the mean); [eff. x %]: the effective sparsity "
              "(kept weights on no input-output path counted as pruned), where it exceeds the "
