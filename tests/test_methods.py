@@ -233,3 +233,20 @@ def test_synflow_falls_back_to_float64_when_float32_overflows():
     assert all(torch.isfinite(s).all() and (s > 0).all() for s in got.values())
     masks = ntksap.prune(chain, "synflow", 0.5, rounds=3, input_shape=(20,))
     assert masks.total - masks.remaining == round(0.5 * masks.total)
+
+
+def test_random_scores_are_draws_of_the_seeded_generator_not_the_global_one():
+    """Every random draw comes from the context's generator (the method guide's rule):
+    uniform scores layer by layer in the model's order, whatever the global RNG's state.
+    (Through ntksap.prune both are seeded with the seed, so only a direct call can tell.)"""
+    from ntksap.methods.random import Random
+
+    model = ConvBN()
+    layers = {n: m for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)}
+    net = ScoringNet(model, layers, {n: torch.ones_like(m.weight) for n, m in layers.items()})
+    ctx = ScoreContext(1, 1, 0.5, (), 0, None, torch.Generator().manual_seed(5))
+    torch.manual_seed(123)
+    scores = Random().scores(net, ctx)
+    g = torch.Generator().manual_seed(5)
+    for name, module in layers.items():
+        assert torch.equal(scores[name], torch.rand(module.weight.shape, generator=g)), name
