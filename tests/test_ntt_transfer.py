@@ -170,3 +170,16 @@ def test_a_run_trains_from_the_transferred_weights_and_resumes_from_them(tmp_pat
     assert not rundir.start_path(run_dir(initial, tmp_path)).exists()
     theta0 = rundir.load_weights(run_dir(initial, tmp_path) / rundir.INIT)
     assert all(torch.equal(trained_from[2][k], theta0[k]) for k in theta0)
+
+
+def test_a_quiet_run_silences_ntts_own_progress_bar(tmp_path, capsys):
+    """--no-progress reaches NTT's bar, a display option left at its default (so the run's
+    directory is the same as a run that shows it)."""
+    quiet = resolve("cifar10-resnet20", "ntt", 0.8, dataset="synthetic", model="convnet",
+                    limit_per_class=10, train_overrides={"epochs": 1, "batch_size": 50},
+                    method_options={"steps": 3, "inputs_per_step": 8, "ntk_inputs": 4})
+    assert "progress_bar" not in quiet.method_options
+    run_experiment(quiet, out_dir=tmp_path, progress=False)
+    assert "ntt:" not in capsys.readouterr().err
+    masks = ntksap.Masks.load(rundir.masks_path(run_dir(quiet, tmp_path)))
+    assert masks.meta["options"]["progress_bar"] is False

@@ -232,6 +232,17 @@ def _check_dataset(p: Preset, dataset: str | None) -> None:
                       f"{p.dataset}: {fix}; {choices}")
 
 
+def _quiet(method: type, options: dict[str, Any], progress: bool) -> dict[str, Any]:
+    """The options, with a method's own progress bar (NTT's ``progress_bar``) off when the run
+    shows no progress (``--no-progress``), unless the run sets it. Display only: the run's
+    identity and results do not change."""
+    fields = {f.name for f in dataclasses.fields(method)} if dataclasses.is_dataclass(
+        method) else set()
+    if not progress and "progress_bar" in fields and "progress_bar" not in options:
+        return {**options, "progress_bar": False}
+    return options
+
+
 def method_options(config: RunConfig) -> dict[str, Any]:
     """The options the run gives its pruning method."""
     return dict(config.method_options)
@@ -695,8 +706,8 @@ def _masks(config: RunConfig, model: torch.nn.Module, bundle: Any, directory: Pa
             masks = prune(model, config.method, config.sparsity, rounds=config.rounds,
                           scope=config.scope, transform=config.transform or None,
                           input_shape=bundle.input_shape, data=data, seed=config.seed,
-                          init=config.init,
-                          device=device, progress=progress, **method_options(config))
+                          init=config.init, device=device, progress=progress,
+                          **_quiet(method, method_options(config), progress))
             masks.meta.update(model=config.model, num_classes=config.num_classes)
             if masks.meta.get("start_weights") == "method":  # saved before the masks: a
                 rundir.save_start(directory, model.state_dict())  # run with masks has both
