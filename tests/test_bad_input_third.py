@@ -299,7 +299,7 @@ def test_masks_made_for_resnet20_are_refused_on_resnet32_naming_the_first_new_la
         paths.append(str(path))
     capsys.readouterr()
     out = tmp_path / "out"
-    argv = ({"compare-masks": ["compare-masks", *paths, "--model", "resnet32"],
+    argv = ({"compare-masks": ["compare-masks", *paths, "--model", "resnet32", "--seed", "0"],
              "ntk": ["ntk", "--model", "resnet32", "--masks", *paths, "--inputs", "2"]}[command])
     assert main([*argv, "--out", str(out)]) == 2
     line = _one_line(capsys, command)
