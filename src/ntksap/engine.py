@@ -156,11 +156,7 @@ def prune(model: nn.Module, method: str | Method, sparsity: float, *,
                         layer_filter, device, channels_last, seed)
     alive = _run_rounds(scorer, net, ctx, plan, seed, progress, on_round)
     masks, collapsed = _finish(model, alive, plan, seed, allow_layer_collapse, init)
-    start_weights = "initial"
-    if ctx.findings.start_weights is not None and plan.transform != "reinit":
-        set_parameters(model, ctx.findings.start_weights)
-        start_weights = "method"
-    masks.meta.update(**ctx.findings.record, start_weights=start_weights)
+    masks.meta.update(**ctx.findings.record, start_weights=_start(model, ctx, plan))
     masks.meta.update(
         method=scorer.name, sparsity=plan.sparsity, rounds=plan.rounds, schedule=schedule,
         scope=scope, seed=seed, init=init, transform=transform,
@@ -340,6 +336,15 @@ def reinitialize(model: nn.Module, seed: int, init: str = KAIMING) -> nn.Module:
     """The "reinit" sanity check's fresh weights: a new draw of the scheme ``init`` (default
     Kaiming-normal) from ``seed + 1``."""
     return initialize_(model, init, torch.Generator(_model_device(model)).manual_seed(seed + 1))
+
+
+def _start(model: nn.Module, ctx: ScoreContext, plan: _Plan) -> str:
+    """Write the weights the method set to train from into ``model`` (not after "reinit",
+    which re-draws them); "method" if it did, else "initial"."""
+    if ctx.findings.start_weights is None or plan.transform == "reinit":
+        return "initial"
+    set_parameters(model, ctx.findings.start_weights)
+    return "method"
 
 
 def set_parameters(model: nn.Module, values: dict[str, torch.Tensor]) -> None:
