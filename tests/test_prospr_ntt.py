@@ -123,6 +123,16 @@ def _loss_after_authors_sgd(model: nn.Module, weights: dict[str, torch.Tensor],
         return F.cross_entropy(net(x), y)
 
 
+def _inner_batches(x: torch.Tensor, y: torch.Tensor, steps: int, size: int,
+                   new_batch_per_step: bool) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """ProsPr's K + 1 batches of ``size``: the first ``size`` examples every time, or step k on
+    examples size k .. size k + size - 1 of the set, wrapping around."""
+    if not new_batch_per_step:
+        return [(x[:size], y[:size])] * (steps + 1)
+    order = [[i % len(x) for i in range(size * k, size * k + size)] for k in range(steps + 1)]
+    return [(x[idx], y[idx]) for idx in order]
+
+
 @pytest.mark.parametrize(("momentum", "new_batch_per_step"), [(0.0, False), (0.9, True),
                                                                (0.9, False)])
 def test_prospr_meta_gradient_equals_finite_differences_through_the_steps(
@@ -132,11 +142,7 @@ def test_prospr_meta_gradient_equals_finite_differences_through_the_steps(
     model = _conv_bn(torch.float64)
     x, y = _images(9, seed=1, dtype=torch.float64)
     steps, lr, size = 2, 0.2, 4
-    if new_batch_per_step:  # step k on examples 4k .. 4k + 3 of the set, wrapping around
-        order = [list(range(4 * k, 4 * k + 4)) for k in range(steps + 1)]
-        batches = [(x[[i % 9 for i in idx]], y[[i % 9 for i in idx]]) for idx in order]
-    else:
-        batches = [(x[:size], y[:size])] * (steps + 1)
+    batches = _inner_batches(x, y, steps, size, new_batch_per_step)
     scores = ntksap.score(model, "prospr", data=(x, y), steps=steps, lr=lr, momentum=momentum,
                           meta_batch_size=size, new_batch_per_step=new_batch_per_step)
     theta = {n: m.weight.detach().clone() for n, m in _prunable(model).items()}
@@ -201,11 +207,7 @@ def test_prospr_equals_the_authors_procedure_to_rounding(momentum, new_batch_per
     model = _conv_bn(torch.float64)
     x, y = _images(9, seed=1, dtype=torch.float64)
     steps, lr, size = 3, 0.2, 4
-    if new_batch_per_step:  # step k on examples 4k .. 4k + 3 of the set, wrapping around
-        order = [list(range(4 * k, 4 * k + 4)) for k in range(steps + 1)]
-        batches = [(x[[i % 9 for i in idx]], y[[i % 9 for i in idx]]) for idx in order]
-    else:
-        batches = [(x[:size], y[:size])] * (steps + 1)
+    batches = _inner_batches(x, y, steps, size, new_batch_per_step)
     scores = ntksap.score(model, "prospr", data=(x, y), steps=steps, lr=lr, momentum=momentum,
                           meta_batch_size=size, new_batch_per_step=new_batch_per_step,
                           first_order=first_order)
