@@ -63,6 +63,28 @@ def test_kaiming_stays_the_uncut_normal_of_variance_two_over_fan_in():
     assert w.abs().max().item() > 3 * math.sqrt(2 / 400)  # the tails are not cut
 
 
+def test_pytorch_init_draws_pytorchs_uniform_law_weights_and_biases():
+    """PyTorch's layer defaults, from its documented formula: kaiming_uniform_ with a =
+    sqrt(5) has bound gain sqrt(3 / fan_in) with gain sqrt(2 / (1 + 5)), i.e. 1 / sqrt(fan_in);
+    the bias is uniform with the same bound; a uniform law on +-b has variance b^2 / 3."""
+    gain = math.sqrt(2 / (1 + 5))
+    for layer, fan_in in ((nn.Linear(400, 5000), 400), (nn.Conv2d(16, 512, 3), 16 * 9)):
+        initialize_(layer, "pytorch", torch.Generator().manual_seed(0))
+        bound = gain * math.sqrt(3 / fan_in)
+        assert bound == pytest.approx(1 / math.sqrt(fan_in))
+        w, b = layer.weight.detach().double().flatten(), layer.bias.detach().double()
+        assert w.abs().max().item() <= bound and w.abs().max().item() > 0.999 * bound
+        assert w.var().item() == pytest.approx(bound**2 / 3, rel=0.02)
+        assert b.abs().max().item() <= bound and torch.count_nonzero(b) == b.numel()
+        reference = type(layer)(*((400, 5000) if fan_in == 400 else (16, 512, 3)))
+        assert reference.weight.abs().max().item() <= bound  # PyTorch's own draw obeys it
+    again = nn.Linear(400, 5000)
+    initialize_(again, "pytorch", torch.Generator().manual_seed(0))
+    first = nn.Linear(400, 5000)
+    initialize_(first, "pytorch", torch.Generator().manual_seed(0))
+    assert torch.equal(again.weight, first.weight) and torch.equal(again.bias, first.bias)
+
+
 def test_build_model_init_is_seeded_and_resets_norms():
     a = ntksap.build_model("resnet20", seed=3, init="variance-scaling")
     b = ntksap.build_model("resnet20", seed=3, init="variance-scaling")

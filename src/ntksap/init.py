@@ -1,13 +1,18 @@
 """Weight initialization of any model: the model zoo's and NTK-SAP's fresh weight draws.
 
-Two schemes, by name (:data:`INITS`, a run's ``init`` field):
+Three schemes, by name (:data:`INITS`, a run's ``init`` field):
 
 - ``kaiming`` (the default; the NTK-SAP reference's): Kaiming-normal, std sqrt(2 / fan_in).
 - ``variance-scaling``: the SNIP public code's ``tf.variance_scaling_initializer()`` with its
   defaults (scale 1, fan_in, truncated normal): a normal cut at two standard deviations,
   scaled so that the variance is 1 / fan_in (LeCun-normal), half Kaiming's variance.
 
-Both leave biases and normalization shifts at zero and normalization scales at one.
+- ``pytorch``: PyTorch's own layer defaults (``reset_parameters`` of ``nn.Linear`` and
+  ``nn.ConvNd``: ``kaiming_uniform_`` with a = sqrt(5), i.e. weights uniform in
+  +-1 / sqrt(fan_in), and biases uniform in the same range), drawn from the run's seed.
+
+The first two leave biases at zero; all three leave normalization shifts at zero and
+normalization scales at one.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ _NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
 
 KAIMING = "kaiming"
 VARIANCE_SCALING = "variance-scaling"
+PYTORCH = "pytorch"
 # std of a standard normal truncated to [-2, 2]: dividing by it restores unit variance
 _TRUNCATED_STD = 0.87962566103423978
 
@@ -76,17 +82,34 @@ def kaiming_init_(model: nn.Module, generator: torch.Generator | None = None) ->
     return _initialize(model, draw, generator)
 
 
+def pytorch_init_(model: nn.Module, generator: torch.Generator | None = None) -> nn.Module:
+    """Re-initialize ``model`` in place as PyTorch's own layers initialize themselves.
+
+    Conv/Linear: ``reset_parameters``' law, weights and biases uniform in +-1 / sqrt(fan_in)
+    (``kaiming_uniform_(a=sqrt(5))`` has exactly that bound), drawn from ``generator`` (so
+    masked layers are re-drawn through their ``original`` too). Everything else as
+    :func:`kaiming_init_`.
+    """
+    def draw(tensor: torch.Tensor, fan_in: int) -> torch.Tensor:
+        bound = 1.0 / math.sqrt(fan_in)
+        out = torch.empty(tensor.shape, dtype=tensor.dtype, device=tensor.device)
+        return out.uniform_(-bound, bound, generator=generator)
+    return _initialize(model, draw, generator, bias=draw)
+
+
 def _initialize(model: nn.Module, draw: Callable[[torch.Tensor, int], torch.Tensor],
-                generator: torch.Generator | None) -> nn.Module:
-    """Conv/Linear weights from ``draw(weight, fan_in)``, biases zero; norms 1 and 0; other
-    modules with parameters by their own ``reset_parameters``."""
+                generator: torch.Generator | None,
+                bias: Callable[[torch.Tensor, int], torch.Tensor] | None = None) -> nn.Module:
+    """Conv/Linear weights from ``draw(weight, fan_in)``, biases from ``bias`` (default
+    zero); norms 1 and 0; other modules with parameters by their own ``reset_parameters``."""
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, _CONV_LINEAR):
                 weight = _raw_weight(module)
-                weight.copy_(draw(weight, weight[0].numel()))
+                fan_in = weight[0].numel()
+                weight.copy_(draw(weight, fan_in))
                 if module.bias is not None:
-                    module.bias.zero_()
+                    module.bias.copy_(bias(module.bias, fan_in) if bias else 0.0)
             elif isinstance(module, _NORMS):
                 if getattr(module, "weight", None) is not None:
                     module.weight.fill_(1.0)
@@ -114,4 +137,5 @@ def _owns_parameters(module: nn.Module) -> bool:
 
 
 INITS: dict[str, Callable[..., nn.Module]] = {KAIMING: kaiming_init_,
-                                             VARIANCE_SCALING: variance_scaling_init_}
+                                             VARIANCE_SCALING: variance_scaling_init_,
+                                             PYTORCH: pytorch_init_}
