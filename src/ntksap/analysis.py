@@ -86,8 +86,7 @@ class MaskComparison:
 
 def jaccard(a: torch.Tensor, b: torch.Tensor) -> float:
     """|a and b| / |a or b| of two boolean masks; 1.0 when both are empty."""
-    union = int((a | b).sum())
-    return int((a & b).sum()) / union if union else 1.0
+    return _ratio(int((a & b).sum()), int((a | b).sum()))
 
 
 def overlap(a: Masks, b: Masks) -> dict[str, Any]:

@@ -236,9 +236,7 @@ def _quiet(method: type, options: dict[str, Any], progress: bool) -> dict[str, A
     """The options, with a method's own progress bar (NTT's ``progress_bar``) off when the run
     shows no progress (``--no-progress``), unless the run sets it. Display only: the run's
     identity and results do not change."""
-    fields = {f.name for f in dataclasses.fields(method)} if dataclasses.is_dataclass(
-        method) else set()
-    if not progress and "progress_bar" in fields and "progress_bar" not in options:
+    if not progress and "progress_bar" in option_fields(method) and "progress_bar" not in options:
         return {**options, "progress_bar": False}
     return options
 

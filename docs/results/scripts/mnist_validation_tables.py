@@ -17,17 +17,13 @@ hold-out, so that ``metrics.jsonl`` has ``val_acc`` every epoch) and prints Mark
 from __future__ import annotations
 
 import argparse
-import sys
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from cifar10_tables import interval, separated  # noqa: E402
-
-from ntksap import rundir  # noqa: E402
-from ntksap.train.loop import val_selected  # noqa: E402
+from ntksap import rundir
+from ntksap.stats import interval, separated
+from ntksap.train.loop import val_selected
 
 
 @dataclass

@@ -15,6 +15,7 @@ from ..atomic import atomic_text
 from ..markdown import escape
 from ..methods import METHODS
 from ..runners import is_baseline
+from ..stats import interval
 from .collapse import collapsed
 from .paper import PAPER_SETTINGS, PaperSetting, Reference, reference
 from .records import (
@@ -105,27 +106,12 @@ def _row(setting: str, variant: str, sparsity: float, members: list[Point],
 
 def _val_selected(points: list[Point]) -> tuple[float | None, float | None, int]:
     """(mean, 95 % half-width, n) of the validation-selected test accuracy in %."""
-    values = [100 * p.val_selected_acc for p in points if p.val_selected_acc is not None]
+    selected = (p.val_selected_acc for p in points)
+    values = [100 * acc for acc in selected if acc is not None]
     if not values:
         return None, None, 0
-    mean, half = t_interval(values)
+    mean, half = interval(values)
     return mean, half, len(values)
-
-
-# Student t quantiles t_{0.975, df}, df = 1 .. 30 (standard tables); 1.96 beyond
-T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
-        2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
-        2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
-
-
-def t_interval(values: list[float]) -> tuple[float, float | None]:
-    """(mean, half-width of its 95 % Student-t interval); None for one value."""
-    mean = statistics.fmean(values)
-    if len(values) < 2:
-        return mean, None
-    df = len(values) - 1
-    t = T975[df - 1] if df <= len(T975) else 1.96
-    return mean, t * statistics.stdev(values) / math.sqrt(len(values))
 
 
 def effective_sparsity(point: Point) -> float | None:
