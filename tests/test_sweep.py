@@ -121,6 +121,8 @@ def test_eps_reaches_ntksap_and_old_run_dirs_keep_their_names(tmp_path):
     fields.pop("holdout")
     fields.pop("shared_stream")  # also added later
     fields.pop("init")  # and this one
+    fields.pop("input_shape")  # and the custom setting's two
+    fields.pop("code_sha256")
     old = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
     assert run_dir(plain, "o").name.endswith(old)
     assert resolve("cifar10-resnet20", "ntksap", 0.5, eps=0.01) == plain  # the default
@@ -140,6 +142,8 @@ def test_imp_directories_made_before_holdout_existed_keep_their_name():
     fields["run"].pop("holdout")  # the digest as it was before the field existed
     fields["run"].pop("shared_stream")  # (and this one)
     fields["run"].pop("init")  # (and this one)
+    fields["run"].pop("input_shape")  # (and the custom setting's two)
+    fields["run"].pop("code_sha256")
     del fields["run"]["method_options"]  # ... and before method_options: R and eps fields
     fields["run"].update(repeats=0, eps=0.0)
     old = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]

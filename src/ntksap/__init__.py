@@ -6,10 +6,11 @@
 
 from __future__ import annotations
 
+from .data.user import register_dataset
 from .engine import density_schedule, prune, score
 from .masks import Masks, exclude_layers, measured_sparsity, prunable_layers
 from .methods import METHODS, Method, register_method
-from .models import MODELS, build_model
+from .models import MODELS, build_model, register_model
 
 __version__ = "0.1.0"
 
@@ -24,6 +25,8 @@ __all__ = [
     "measured_sparsity",
     "prunable_layers",
     "prune",
+    "register_dataset",
     "register_method",
+    "register_model",
     "score",
 ]

@@ -29,6 +29,9 @@ import torch.distributed as dist
 
 from . import rundir
 from .atomic import is_disk_full, remove_stale_temporaries
+from .data import DATASETS, DatasetShapeError, load_dataset
+from .data.bundle import IMAGE_SHAPES, NUM_CLASSES, check_image_shape
+from .data.user import dataset_spec, is_user_dataset, load_user_splits
 from .effective import effective_sparsity, layer_report, sparsity_of_report
 from .engine import TRANSFORMS, check_sparsity, make_method, prune, reinitialize
 from .errors import (
@@ -45,7 +48,7 @@ from .methods import METHODS, check_options, method_class, option_defaults, opti
 from .models import build_model, model_spec
 from .names import DENSE
 from .selection import SCOPES
-from .train import PRESETS, TrainConfig, get_preset, train
+from .train import CUSTOM, PRESETS, TrainConfig, get_preset, train
 from .train.checkpoint import read_done
 from .train.config import LoggingConfig, Preset
 from .train.hooks import check_logging, logging_hooks
@@ -61,9 +64,7 @@ except ImportError:  # pragma: no cover - Windows: runs are not locked
 # every such run sees the same batches, whatever its own seed (which still draws theta_0, the
 # pruning batches and the method's randomness)
 SHARED_STREAM_SEED = 0
-# every dataset name ntksap.data knows (kept here: the data stack is imported only to load)
-DATASET_NAMES = ("cifar10", "cifar100", "tinyimagenet", "imagenet", "mnist", "folder",
-                 "synthetic")
+SYNTHETIC_CLASSES = 10  # the synthetic data's classes when --num-classes is not given
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,17 +91,30 @@ class RunConfig:
     holdout: float = 0.0  # fraction of the training set held out for validation; 0 = none
     shared_stream: bool = False  # train on the shared data stream (SHARED_STREAM_SEED)
     init: str = KAIMING  # how theta_0 is drawn (ntksap.init.INITS)
+    input_shape: tuple[int, ...] = ()  # the synthetic data's item shape; () = the preset's
+    # sha256 of the user's code that builds the model / data set ({"model": ..., "dataset":
+    # ...}): set by resolve, never given; a changed file is another run
+    code_sha256: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
-def resolve(preset: str, method: str, sparsity: float, *, seed: int = 0,
+def resolve(preset: str | None, method: str, sparsity: float, *, seed: int = 0,
             dataset: str | None = None, model: str | None = None,
             num_classes: int | None = None, rounds: int | None = None,
             repeats: int | None = None, scope: str = "global", transform: str | None = None,
             limit_per_class: int | None = None, train_overrides: dict[str, Any] | None = None,
             eps: float | None = None, holdout: float | None = None,
             method_options: Mapping[str, Any] | None = None,
-            shared_stream: bool = False, init: str | None = None) -> RunConfig:
+            shared_stream: bool = False, init: str | None = None,
+            input_shape: tuple[int, ...] | None = None) -> RunConfig:
     """A complete :class:`RunConfig` from a preset and the flags that override it.
+
+    ``preset`` None (or "") is the ``custom`` setting: the user's ``model`` and ``dataset``
+    (both required; any registered name, ``timm:NAME``, ``MODULE:FACTORY`` or
+    ``path/to/file.py:FACTORY``) with a generic recipe (see :data:`ntksap.train.PRESETS`).
+    Its number of classes is ``num_classes``, else the built-in data set's, else 10 for
+    ``synthetic``, else read from the user's data (its factory is called once per process).
+    ``input_shape`` is the shape of one synthetic item (default: the preset's data's; 3 x 32
+    x 32 in the custom setting); other data sets have their own.
 
     ``method_options`` are the method's options (names and types checked against its
     dataclass, values by the method); ``repeats`` and ``eps`` are shorthands for NTK-SAP's
@@ -117,6 +131,7 @@ def resolve(preset: str, method: str, sparsity: float, *, seed: int = 0,
     ``None`` (or ``""`` for a name) means "not given": the preset's or the method's value.
     A given count (num_classes, rounds, repeats, limit_per_class) must be a whole number >= 1:
     zero is an error, never a stand-in for the default."""
+    preset = preset or CUSTOM
     p = get_preset(preset)
     if not (_is_number(seed) and seed >= 0 and int(seed) == seed):
         raise ConfigError(f"seed (--seed) must be a whole number >= 0; got {seed!r}")
@@ -142,13 +157,17 @@ def resolve(preset: str, method: str, sparsity: float, *, seed: int = 0,
         if given:
             raise ConfigError(f"--method dense prunes nothing and takes no method options; "
                               f"drop {', '.join(sorted(given))}")
-    if num_classes is not None and num_classes != p.num_classes:
-        raise ConfigError(f"--num-classes {num_classes} contradicts preset {preset!r} "
-                          f"({p.dataset}, {p.num_classes} classes); drop the flag or pick a "
-                          "preset for that dataset")
-    _check_dataset(p, dataset)
-    if model:
-        model_spec(model)
+    input_shape = _check_input_shape(input_shape, dataset or p.dataset)
+    if p.name == CUSTOM:
+        dataset, model, classes = _custom_setting(dataset, model, num_classes, limit_per_class)
+    else:
+        if num_classes is not None and num_classes != p.num_classes:
+            raise ConfigError(f"--num-classes {num_classes} contradicts preset {preset!r} "
+                              f"({p.dataset}, {p.num_classes} classes); drop the flag or pick "
+                              "a preset for that dataset")
+        _check_dataset(p, dataset)
+        classes = p.num_classes
+    code = _code_sha256(model or p.model, dataset or p.dataset)
     if scope not in SCOPES:
         raise UnknownNameError("scope", scope, SCOPES)
     if transform and transform not in TRANSFORMS:
@@ -157,14 +176,65 @@ def resolve(preset: str, method: str, sparsity: float, *, seed: int = 0,
                                                                                   given)
     config = RunConfig(
         preset=preset, method=method, sparsity=float(sparsity), seed=seed,
-        dataset=dataset or p.dataset, model=model or p.model, num_classes=p.num_classes,
+        dataset=dataset or p.dataset, model=model or p.model, num_classes=classes,
         rounds=rounds or preset_rounds or 0, scope=scope, transform=transform or "",
         limit_per_class=limit_per_class or 0,
         train=dataclasses.replace(p.train, **(train_overrides or {})), method_options=options,
         holdout=float(p.holdout if holdout is None else holdout), shared_stream=shared_stream,
-        init=init)
+        init=init, input_shape=input_shape, code_sha256=code)
     check_method_options(config)
     return config
+
+
+def _check_input_shape(shape: Any, dataset: str) -> tuple[int, ...]:
+    """A given ``input_shape``: whole numbers >= 1, for the synthetic data only."""
+    if not shape:
+        return ()
+    if dataset != "synthetic":
+        raise ConfigError(f"--input-shape sets the synthetic data's item shape; the {dataset} "
+                          "data have their own: drop --input-shape, or use --dataset synthetic")
+    if not (isinstance(shape, list | tuple) and all(_is_number(d) and d >= 1 and int(d) == d
+                                                    for d in shape)):
+        raise ConfigError(f"--input-shape takes whole numbers >= 1 (e.g. 3 32 32); got {shape!r}")
+    return tuple(int(d) for d in shape)
+
+
+def _custom_setting(dataset: str | None, model: str | None, num_classes: int | None,
+                    limit_per_class: int | None) -> tuple[str, str, int]:
+    """(dataset, model, number of classes) of a run in the custom setting."""
+    if not dataset or not model:
+        missing = " and ".join(f"--{n}" for n, v in (("model", model), ("dataset", dataset))
+                               if not v)
+        raise ConfigError(f"no --preset: the custom setting trains your own model on your own "
+                          f"data and needs {missing}; or name a preset "
+                          f"({', '.join(n for n in PRESETS if n != CUSTOM)})")
+    if dataset in NUM_CLASSES:
+        read = NUM_CLASSES[dataset]
+    elif dataset == "synthetic":
+        read = num_classes or SYNTHETIC_CLASSES
+    elif dataset == "folder":
+        if num_classes is None:
+            raise ConfigError("--dataset folder in the custom setting needs --num-classes "
+                              "(the number of class folders)")
+        read = num_classes
+    elif is_user_dataset(dataset):
+        read = len(load_user_splits(dataset, limit_per_class).classes)
+    else:
+        raise UnknownNameError("dataset", dataset, [*DATASETS, "MODULE:FACTORY",
+                                                    "path/to/file.py:FACTORY"])
+    if num_classes is not None and num_classes != read:
+        raise ConfigError(f"--num-classes {num_classes} contradicts the {dataset} data "
+                          f"({read} classes); drop the flag")
+    return dataset, model, read
+
+
+def _code_sha256(model: str, dataset: str) -> dict[str, str]:
+    """The digests of the user's code that builds ``model`` and ``dataset`` (checks that the
+    model is known: an unknown name is an error listing the known ones)."""
+    code = {"model": model_spec(model).digest}
+    if dataset not in DATASETS:
+        code["dataset"] = dataset_spec(dataset).digest
+    return {k: v for k, v in code.items() if v}
 
 
 def _with_shorthands(method_options: Mapping[str, Any] | None, **shorthands: Any
@@ -223,7 +293,7 @@ def _check_dataset(p: Preset, dataset: str | None) -> None:
         return
     choices = (f"preset {p.name!r} takes {p.dataset} (its own), folder (another copy of its "
                "classes) or synthetic (generated, for smoke tests)")
-    if dataset not in DATASET_NAMES:
+    if dataset not in DATASETS:
         raise ConfigError(f"unknown dataset {dataset!r}; {choices}")
     presets = [q.name for q in PRESETS.values() if q.dataset == dataset]
     fix = (f"use the preset for {dataset} ({', '.join(presets)})" if presets
@@ -257,13 +327,18 @@ def check_method_options(config: RunConfig) -> None:
 LEGACY_OPTIONS = ("repeats", "eps")
 
 
+# The fields of the first run directories: always in the digest. Every field added since is
+# left out at its default, so that a run directory made before a field existed keeps its name
+# (a new field needs no change here).
+FIRST_FIELDS = ("preset", "method", "sparsity", "seed", "dataset", "model", "num_classes",
+                "rounds", "scope", "transform", "limit_per_class", "train")
+
+
 def identity(config: RunConfig) -> dict[str, Any]:
-    """The fields that name a run, in the layout of the first run directories: every field,
-    NTK-SAP's ``repeats`` (0 when the method has none) and a set ``eps`` at the top level as
-    they were before ``method_options`` existed, the other options under ``method_options``,
-    and fields added later left out at their default (``eps``, ``holdout`` = 0, no other
-    option, ``shared_stream`` false, ``init`` kaiming), so that every run directory made
-    before keeps its name."""
+    """The fields that name a run, in the layout of the first run directories: the
+    :data:`FIRST_FIELDS`, NTK-SAP's ``repeats`` (0 when the method has none) and a set
+    ``eps`` at the top level as they were before ``method_options`` existed, the other
+    options under ``method_options``, and every later field unless at its default."""
     fields = dataclasses.asdict(config)
     options = fields.pop("method_options")
     repeats = options.get("repeats")
@@ -272,12 +347,18 @@ def identity(config: RunConfig) -> dict[str, Any]:
         fields["eps"] = options.pop("eps")
     if options:
         fields["method_options"] = options
-    for later in ("holdout", "shared_stream"):
-        if not fields.get(later):
-            fields.pop(later, None)
-    if fields.get("init") == KAIMING:
-        fields.pop("init")
+    for later in dataclasses.fields(RunConfig):
+        if later.name in FIRST_FIELDS or later.name == "method_options":
+            continue
+        if fields[later.name] == _default(later):
+            fields.pop(later.name)
     return fields
+
+
+def _default(field: dataclasses.Field) -> Any:
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return field.default
 
 
 def config_from_dict(data: Mapping[str, Any]) -> RunConfig:
@@ -287,6 +368,8 @@ def config_from_dict(data: Mapping[str, Any]) -> RunConfig:
     silently dropped."""
     data = normalize_record(data)
     train = TrainConfig(**data.pop("train", {}))
+    if "input_shape" in data:  # JSON has lists
+        data["input_shape"] = tuple(data["input_shape"])
     known = {f.name for f in dataclasses.fields(RunConfig)}
     unknown = sorted(set(data) - known)
     if unknown:
@@ -385,6 +468,8 @@ def run_experiment(config: RunConfig, *, out_dir: str | Path = "runs",
     check_model(model, bundle.input_shape, config)
     batches = loaders(config, bundle, device, rank, world)
     check_batches(batches[0], config)
+    if config.method != DENSE and METHODS[config.method].needs_data:
+        bundle.check_pruning_set()
     try:
         with run_lock(directory) if rank == 0 else contextlib.nullcontext():
             finished = finished_summary(directory)  # finished meanwhile by another process
@@ -435,7 +520,7 @@ def prepare_run(config: RunConfig, directory: Path, bundle: Any, model: torch.nn
     pruning method set (NTT's transferred ones, saved as ``start.pt`` so a resumed run
     starts from them too)."""
     if rank == 0:
-        _write_config(directory, config, device, world, logging)
+        _write_config(directory, config, device, world, logging, data_record(bundle))
     initial = {k: v.clone() for k, v in model.state_dict().items()}
     if rank == 0:
         rundir.save_init(directory, initial)
@@ -464,6 +549,7 @@ def summarize(config: RunConfig, directory: Path, model: torch.nn.Module, masks:
         "total": masks.total if masks is not None else None,
         "final_test_acc": result["final_test_acc"], "best_test_acc": result["best_test_acc"],
         "best_epoch": result["best_epoch"], "epochs": config.train.epochs,
+        "input_shape": list(bundle.input_shape),
         "effective_sparsity": _effective_sparsity(directory, model, masks, bundle.input_shape),
         "holdout": config.holdout, "final_val_acc": _val_accuracy(model, bundle, config, device),
         "val_selected_epoch": result.get("val_selected_epoch"),
@@ -583,14 +669,14 @@ def open_data(config: RunConfig, data_dir: str | Path | None, download: bool,
               progress: bool) -> Any:
     """The run's dataset (a :class:`ntksap.data.DatasetBundle`), checked against its preset:
     its number of classes and its image shape (:class:`DatasetShapeError` naming both)."""
-    from .data import DatasetShapeError, load_dataset  # the data stack is only needed here
-    from .data.bundle import IMAGE_SHAPES, check_image_shape
-
     preset = get_preset(config.preset)
+    like = preset.dataset or config.dataset
+    check_code(config)
     try:
         bundle = load_dataset(config.dataset, data_dir, download,
                               limit_per_class=config.limit_per_class or None, progress=progress,
-                              like=preset.dataset, num_classes=config.num_classes)
+                              like=like, num_classes=config.num_classes,
+                              shape=config.input_shape or None)
         expected = IMAGE_SHAPES.get(preset.dataset)
         if config.dataset == "folder" and expected and bundle.in_memory:
             check_image_shape(bundle.train, expected, preset.dataset, bundle.source)
@@ -598,9 +684,22 @@ def open_data(config: RunConfig, data_dir: str | Path | None, download: bool,
         raise DatasetShapeError(f"preset {preset.name!r}: {err}") from err
     if bundle.num_classes != config.num_classes:
         raise ConfigError(f"the {config.dataset} data at {bundle.source} has "
-                          f"{bundle.num_classes} classes; preset {config.preset!r} needs "
-                          f"{config.num_classes}")
+                          f"{bundle.num_classes} classes; " + (
+                              f"preset {config.preset!r} needs {config.num_classes}"
+                              if preset.name != CUSTOM else
+                              f"the run was planned with {config.num_classes}"))
     return bundle.hold_out(config.holdout) if config.holdout else bundle
+
+
+def check_code(config: RunConfig) -> None:
+    """The user's model and data set code is what the run was planned with
+    (:data:`RunConfig.code_sha256`): a changed file is another run, refused here."""
+    from .userref import check_digest
+
+    now = _code_sha256(config.model, config.dataset)
+    for role, name in (("model", config.model), ("dataset", config.dataset)):
+        check_digest(name, config.code_sha256.get(role, ""), now.get(role, ""),
+                     "model" if role == "model" else "data set")
 
 
 def check_model(model: torch.nn.Module, input_shape: tuple[int, ...],
@@ -613,12 +712,14 @@ def check_model(model: torch.nn.Module, input_shape: tuple[int, ...],
     try:
         with torch.no_grad():
             out = model(torch.zeros((2, *input_shape)))
-    except (RuntimeError, ValueError, IndexError) as err:
+    except (RuntimeError, ValueError, IndexError, TypeError, AssertionError) as err:
+        own = get_preset(config.preset).model
+        reason = (str(err) or type(err).__name__).splitlines()[0]
         raise InputShapeError(
             f"model {config.model!r} cannot take the {config.dataset} images "
-            f"({' x '.join(map(str, input_shape))}): {str(err).splitlines()[0]}; choose a "
-            f"model for these images (the preset's is {get_preset(config.preset).model})"
-            + (", or drop --model" if config.model != get_preset(config.preset).model else "")
+            f"({' x '.join(map(str, input_shape))}): {reason}; choose a model for these images"
+            + (f" (the preset's is {own}), or drop --model"
+               if own and config.model != own else "")
         ) from err
     finally:
         model.train(was_training)
@@ -653,13 +754,23 @@ def loaders(config: RunConfig, bundle: Any, device: torch.device, rank: int = 0,
                                channels_last=channels_last))
 
 
+def data_record(bundle: Any) -> dict[str, Any]:
+    """What the run read from its data: where it came from, its classes and item shape, and
+    the per-channel normalization (computed from a user's training set)."""
+    return {"source": str(Path(bundle.source).resolve()) if bundle.source.exists()
+            else str(bundle.source), "num_classes": bundle.num_classes,
+            "input_shape": list(bundle.input_shape), "mean": list(bundle.mean),
+            "std": list(bundle.std)}
+
+
 def _write_config(directory: Path, config: RunConfig, device: torch.device, world: int,
-                  logging: LoggingConfig | None = None) -> None:
+                  logging: LoggingConfig | None = None,
+                  data: dict[str, Any] | None = None) -> None:
     path = rundir.config_path(directory)
     record = {"config": dataclasses.asdict(config), "seed": config.seed, **provenance(),
               "device": str(device), "world_size": world,
               **precision_record(config.train, device),
-              "logging": dataclasses.asdict(logging or LoggingConfig())}
+              "logging": dataclasses.asdict(logging or LoggingConfig()), "data": data or {}}
     if path.exists():
         try:
             stored = rundir.read_config(directory)

@@ -28,7 +28,8 @@ from ..errors import ConfigError
 from ..experiment import check_device
 from ..init import KAIMING
 from ..masks import Masks
-from ..models import MODELS, build_model, model_spec
+from ..models import MODELS, build_model
+from ..models import input_shape as model_input_shape
 from ..ntk import mask_label
 
 DEFAULT_INPUTS = 100
@@ -42,9 +43,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "at least two, made for one model")
     p.add_argument("--labels", nargs="+", default=None,
                    help="one label per mask file (default: method and sparsity)")
-    p.add_argument("--model", choices=sorted(MODELS), metavar="MODEL", default=None,
+    p.add_argument("--model", metavar="MODEL", default=None,
                    help="the masks' model, for the NTK spectrum distance to dense (left out: "
-                        f"no NTK); one of {', '.join(sorted(MODELS))}")
+                        f"no NTK): {', '.join(sorted(MODELS))}, timm:NAME, MODULE:FACTORY or "
+                        "path/to/file.py:FACTORY")
     p.add_argument("--num-classes", type=int, default=10, help="with --model")
     p.add_argument("--seed", type=int, default=None,
                    help="with --model: the initialization's seed and the Gaussian inputs' "
@@ -75,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         model = build_model(args.model, args.num_classes, seed=seed, init=init).to(args.device)
         for m in masks.values():
             m.check(model)
-        shape = model_spec(args.model).input_shape
+        shape = model_input_shape(args.model)
         generator = torch.Generator().manual_seed(seed)
         inputs = torch.randn((args.inputs or DEFAULT_INPUTS, *shape),
                              generator=generator).to(args.device)

@@ -23,6 +23,7 @@ from ..errors import ConfigError
 from ..experiment import check_device
 from ..masks import Masks
 from ..models import MODELS, build_model, model_spec
+from ..models import input_shape as model_input_shape
 from ..ntk import compare_spectra, mask_label, write_comparison
 from ..ntk.compare import DENSE_NETWORK, check_inputs, finite
 from ..ntk.memory import DEFAULT_BUDGET, check_kernel_fits, parse_bytes
@@ -34,8 +35,9 @@ from .helpformat import DefaultsFormatter, description
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ntk", help="NTK eigenvalue spectra of a dense model and its masks",
                        description=description(__doc__), formatter_class=DefaultsFormatter)
-    p.add_argument("--model", choices=sorted(MODELS), metavar="MODEL",
-                   help=f"model name: {', '.join(sorted(MODELS))} (not with --runs)")
+    p.add_argument("--model", metavar="MODEL",
+                   help=f"model: {', '.join(sorted(MODELS))}, timm:NAME, MODULE:FACTORY or "
+                        "path/to/file.py:FACTORY (not with --runs)")
     p.add_argument("--runs", nargs="+", default=None, metavar="DIR",
                    help="run directories, or folders of them: write each run's "
                         f"{SPECTRUM_FILE} (theta_0, dense and masked) for ntksap report")
@@ -93,8 +95,8 @@ def run(args: argparse.Namespace) -> int:
                           "one label per mask file, or none")
     check_kernel_fits(args.inputs, args.num_classes, 4, budget)  # before drawing anything
     model = build_model(args.model, args.num_classes, seed=args.seed).to(args.device)
-    own = tuple(model_spec(args.model).input_shape)
-    shape = tuple(args.input_shape or own)
+    own = model_spec(args.model).input_shape
+    shape = model_input_shape(args.model, args.input_shape)
     if args.input_shape:
         check_inputs(model, args.inputs, shape, args.device, expected=own)
     masks: dict[str, Masks] = {}

@@ -20,7 +20,8 @@ from ..init import INITS, KAIMING
 from ..masks import Masks, exclude_layers
 from ..methods import METHODS
 from ..methods.base import PRUNING_BATCH_SIZE
-from ..models import MODELS, build_model, model_spec
+from ..models import MODELS, build_model
+from ..models import input_shape as model_input_shape
 from ..selection import SCOPES
 from ..train.cliargs import parse_options
 from .helpformat import DefaultsFormatter
@@ -29,8 +30,9 @@ from .helpformat import DefaultsFormatter
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("prune", help="prune a model at initialization and save its masks",
                        formatter_class=DefaultsFormatter)
-    p.add_argument("--model", required=True, choices=sorted(MODELS), metavar="MODEL",
-                   help=f"model name: {', '.join(sorted(MODELS))}")
+    p.add_argument("--model", required=True, metavar="MODEL",
+                   help=f"model: {', '.join(sorted(MODELS))}, timm:NAME, MODULE:FACTORY or "
+                        "path/to/file.py:FACTORY (a callable returning an nn.Module)")
     p.add_argument("--num-classes", type=int, default=10)
     p.add_argument("--method", required=True, metavar="METHOD",
                    help=f"pruning method: {', '.join(METHODS)}")
@@ -59,7 +61,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input-shape", type=int, nargs="+", default=None,
                    help="one example's shape (default: the model's, e.g. 3 32 32)")
     p.add_argument("--dataset", default=None,
-                   help="pruning set for the data-needing methods (e.g. cifar10)")
+                   help="pruning set for the data-needing methods: cifar10, ..., or your own "
+                        "(MODULE:FACTORY, path/to/file.py:FACTORY, a registered name)")
     p.add_argument("--data-dir", default=None, help="where the dataset lies")
     p.add_argument("--batch-size", type=int, default=PRUNING_BATCH_SIZE,
                    help="pruning-set batch size (reference: 256); the data-needing methods "
@@ -80,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     device = _check(args, options)
     model = build_model(args.model, args.num_classes, seed=args.seed,
                         init=args.init).to(device)
-    input_shape = tuple(args.input_shape or model_spec(args.model).input_shape)
+    input_shape = model_input_shape(args.model, args.input_shape)
     data = _pruning_set(args) if args.dataset else None
     start = time.perf_counter()
     masks = prune(

@@ -20,7 +20,7 @@ from ..experiment import DENSE, check_device, resolve, run_experiment
 from ..init import INITS
 from ..methods import METHODS, method_class
 from ..selection import SCOPES
-from ..train import PRESETS, TrainConfig
+from ..train import CUSTOM, PRESETS, TrainConfig
 from ..train.cliargs import (
     add_dataclass_args,
     dataclass_from_args,
@@ -35,8 +35,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="prune, train and evaluate one configuration",
                        description=description(__doc__),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", required=True, metavar="PRESET",
-                   help=f"the paper's settings: {', '.join(PRESETS)}")
+    p.add_argument("--preset", default=None, metavar="PRESET",
+                   help=f"a paper's setting: {', '.join(n for n in PRESETS if n != CUSTOM)}; "
+                        "without it, the custom setting: your --model on your --dataset with "
+                        "a generic recipe (30 epochs, SGD lr 0.1 cosine)")
     p.add_argument("--method", required=True, metavar="METHOD",
                    help=f"{DENSE} (no pruning) or one of {', '.join(METHODS)}")
     p.add_argument("--sparsity", type=float, default=None,
@@ -51,10 +53,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     g = p.add_argument_group("overrides of the preset")
-    g.add_argument("--dataset", default=None, help="folder or synthetic instead of the preset's")
-    g.add_argument("--model", default=None, help="another registered model")
+    g.add_argument("--dataset", default=None,
+                   help="folder or synthetic instead of the preset's; without --preset also "
+                        "a built-in one, a registered name, MODULE:FACTORY or "
+                        "path/to/file.py:FACTORY (a callable returning (train, test) torch "
+                        "Datasets of (tensor, label))")
+    g.add_argument("--model", default=None,
+                   help="another model: a registered name, timm:NAME, MODULE:FACTORY or "
+                        "path/to/file.py:FACTORY (a callable returning an nn.Module, given "
+                        "num_classes if it takes it)")
     g.add_argument("--num-classes", type=int, default=None,
-                   help="must equal the preset's (a check; default: the preset's)")
+                   help="with a preset, must equal its (a check); without one, the classes "
+                        "of synthetic or folder data (default: read from the data)")
+    g.add_argument("--input-shape", type=int, nargs="+", default=None, metavar="N",
+                   help="the synthetic data's item shape, e.g. 3 32 32 (default: the "
+                        "preset's data's; 3 32 32 without a preset)")
     g.add_argument("--rounds", type=int, default=None, help="T >= 1 (default: preset / method)")
     g.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
                    help="an option of the method (its dataclass field), e.g. eps=0.001; "
@@ -107,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
             method_options=parse_options(args.option, eps=args.eps, samples=args.samples),
             scope=args.scope, transform=args.transform,
             limit_per_class=args.limit_per_class, holdout=args.holdout,
-            shared_stream=args.shared_stream, init=args.init,
+            shared_stream=args.shared_stream, init=args.init, input_shape=args.input_shape,
             train_overrides=dataclass_overrides(TrainConfig, args))
         summary = run_experiment(config, out_dir=args.out_dir, data_dir=args.data_dir,
                                  download=args.download, device=device,

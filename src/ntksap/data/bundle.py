@@ -16,15 +16,17 @@ from .errors import DatasetNotFoundError, DatasetShapeError
 from .loader import Augment, TensorLoader
 from .pruning import pruning_set
 from .resolve import Source, locate
-from .sampling import holdout_indices
+from .sampling import balanced_indices, holdout_indices
 from .stats import NORMALIZATION
 from .streaming import StreamLoader, folder_datasets
 from .synthetic import synthetic_splits
 from .tensors import ImageTensors, images_from_tree
 from .tree import FileTree, open_tree
+from .user import BUILTIN_NAMES, TargetSubset, is_user_dataset, load_user_splits
 
-DATASETS = ("cifar10", "cifar100", "tinyimagenet", "imagenet", "mnist", "folder", "synthetic")
-NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "tinyimagenet": 200, "mnist": 10}
+DATASETS = BUILTIN_NAMES
+NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "tinyimagenet": 200, "mnist": 10,
+               "imagenet": 1000}
 # one image of each named small-image dataset: channels, height, width
 IMAGE_SHAPES = {"cifar10": (3, 32, 32), "cifar100": (3, 32, 32), "tinyimagenet": (3, 64, 64),
                 "mnist": (1, 28, 28)}
@@ -50,7 +52,8 @@ class DatasetBundle:
     source: Path
     augment: Augment | None = None
     prune_data: ImageTensors | Dataset | None = None
-    val: ImageTensors | None = None  # held out of the training set (see ``hold_out``)
+    val: ImageTensors | Dataset | None = None  # held out of the training set (``hold_out``)
+    workers: int | None = None  # DataLoader workers of streamed splits (None: as many as fit)
     _moved: dict[tuple[str, str], ImageTensors] = field(default_factory=dict, repr=False)
 
     @property
@@ -79,9 +82,12 @@ class DatasetBundle:
         if self.in_memory:
             return TensorLoader(self._on("train", device), batch_size,
                                 augment=self.augment if augment else None, **common)
-        data = self.train if augment else self.prune_data
-        return StreamLoader(data, batch_size, workers=workers, num_classes=self.num_classes,
-                            **common)
+        data = self.train if augment or self.prune_data is None else self.prune_data
+        return StreamLoader(data, batch_size, workers=self._workers(workers),
+                            num_classes=self.num_classes, **common)
+
+    def _workers(self, workers: int | None) -> int | None:
+        return self.workers if workers is None else workers
 
     def test_loader(self, batch_size: int, device: torch.device | str = "cpu", *,
                     rank: int = 0, world_size: int = 1, channels_last: bool = False,
@@ -91,26 +97,40 @@ class DatasetBundle:
                       world_size=world_size)
         if self.in_memory:
             return TensorLoader(self._on("test", device), batch_size, **common)
-        return StreamLoader(self.test, batch_size, workers=workers, **common)
+        return StreamLoader(self.test, batch_size, workers=self._workers(workers), **common)
 
     def hold_out(self, fraction: float, seed: int = 0) -> DatasetBundle:
         """This bundle with ``int(fraction * len(train))`` training images, drawn uniformly by
         a permutation seeded by ``seed``, moved to ``val`` (a validation split): training, the
-        pruning set and ``val_loader`` then use disjoint images; the test split is unchanged."""
-        if not self.in_memory:
-            raise NtksapError(f"a validation hold-out needs an in-memory dataset; {self.name} "
-                              "streams from disk: use holdout 0")
+        pruning set and ``val_loader`` then use disjoint images; the test split is unchanged.
+        A streamed split's validation images are read without augmentation (from the
+        pruning-set view of the training images when the bundle has one)."""
         kept, held = holdout_indices(len(self.train), fraction, seed)
-        return replace(self, train=self.train.select(kept), val=self.train.select(held),
-                       _moved={})
+        if self.in_memory:
+            return replace(self, train=self.train.select(kept), val=self.train.select(held),
+                           _moved={})
+        plain = self.train if self.prune_data is None else self.prune_data
+        return replace(self, train=TargetSubset(self.train, kept.tolist()),
+                       prune_data=TargetSubset(plain, kept.tolist()),
+                       val=TargetSubset(plain, held.tolist()), _moved={})
 
-    def val_loader(self, batch_size: int, device: torch.device | str = "cpu"
-                   ) -> TensorLoader:
+    def val_loader(self, batch_size: int, device: torch.device | str = "cpu") -> Loader:
         """Validation batches in order, no augmentation (needs :meth:`hold_out` first)."""
         if self.val is None:
             raise NtksapError(f"the {self.name} bundle has no validation split; call "
                               "hold_out(fraction) first")
-        return TensorLoader(self._on("val", device), batch_size, device=device)
+        if isinstance(self.val, ImageTensors):
+            return TensorLoader(self._on("val", device), batch_size, device=device)
+        return StreamLoader(self.val, batch_size, device=device, workers=self._workers(None))
+
+    def check_pruning_set(self, per_class: int = 10) -> None:
+        """Refuse (:class:`NtksapError`) a training set with fewer than ``per_class``
+        examples of some class, from the labels alone (before anything is written)."""
+        data = self.train if self.prune_data is None else self.prune_data
+        labels = data.y if isinstance(data, ImageTensors) else getattr(data, "targets", None)
+        if labels is not None:
+            balanced_indices(torch.as_tensor(labels), per_class, 0, self.num_classes,
+                             "pruning set")
 
     def pruning_set(self, per_class: int = 10, seed: int = 0,
                     device: torch.device | str = "cpu", workers: int | None = None
@@ -118,7 +138,7 @@ class DatasetBundle:
         """``per_class x num_classes`` training examples, class-balanced, not augmented."""
         data = self.train if self.prune_data is None else self.prune_data
         return pruning_set(data, per_class, seed, num_classes=self.num_classes, device=device,
-                           workers=workers)
+                           workers=self._workers(workers))
 
 
 def _augment(kind: str, name: str, size: tuple[int, int], padding: int) -> Augment | None:
@@ -144,7 +164,7 @@ def load_dataset(name: str, data_dir: str | Path | None = None, download: bool =
                  cache_dir: str | Path | None = None, limit_per_class: int | None = None,
                  workers: int | None = None, progress: bool = True, augment: str = "auto",
                  padding: int = 4, in_memory: bool | None = None, like: str = "cifar10",
-                 num_classes: int = 10) -> DatasetBundle:
+                 num_classes: int = 10, shape: tuple[int, ...] | None = None) -> DatasetBundle:
     """Load ``cifar10``, ``cifar100``, ``tinyimagenet``, ``imagenet``, ``mnist``, ``folder``
     or ``synthetic`` (10 learnable CIFAR-shaped classes made from a seed, for smoke tests).
 
@@ -156,20 +176,29 @@ def load_dataset(name: str, data_dir: str | Path | None = None, download: bool =
     ``padding`` + flip), resized_crop (+ flip), flip, none. ``in_memory`` overrides the
     small-image (<= 64 px) test for ``folder``. ``like`` and ``num_classes`` shape the
     ``synthetic`` data: the image shape and augmentation of dataset ``like`` (cifar10,
-    cifar100, tinyimagenet, mnist; 3 x 32 x 32 for any other) and that many classes; other
-    datasets ignore them.
+    cifar100, tinyimagenet, mnist; 3 x 32 x 32 for any other), or ``shape`` (channels,
+    height, width) when given, and that many classes; other datasets ignore them.
+
+    ``name`` may also name a user's data set (``MODULE:FACTORY``, ``path/to/file.py:FACTORY``
+    or a registered name; :mod:`ntksap.data.user`), loaded as its factory makes it
+    (``limit_per_class`` applies; the data options above do not).
     """
+    if is_user_dataset(name):
+        return _user_bundle(name, limit_per_class)
     name = name.lower()
     if name not in DATASETS:
-        raise UnknownNameError("dataset", name, DATASETS)
+        raise UnknownNameError("dataset", name, [*DATASETS, "MODULE:FACTORY",
+                                                 "path/to/file.py:FACTORY"])
     if name == "synthetic":  # learnable classes shaped like dataset `like`, no files
-        shape = IMAGE_SHAPES.get(like, IMAGE_SHAPES["cifar10"])
+        shape = tuple(shape) if shape else IMAGE_SHAPES.get(like, IMAGE_SHAPES["cifar10"])
         train, test = synthetic_splits(num_classes, shape,
                                        train_per_class=limit_per_class or 100,
                                        test_per_class=max(10, (limit_per_class or 100) // 5))
+        image = len(shape) == 3
         return DatasetBundle(name, train.classes, tuple(train.x.shape[1:]), train.mean,
                              train.std, train, test, Path("<synthetic>"),
-                             _augment(augment, like, tuple(train.x.shape[2:]), padding))
+                             _augment(augment, like, tuple(train.x.shape[2:]), padding)
+                             if image else None)
     if name == "folder" and data_dir is None:
         raise DatasetNotFoundError("the folder dataset needs a path: an image folder "
                                    "(train/<class>/*, test/<class>/*) or an archive of one")
@@ -201,6 +230,14 @@ def load_dataset(name: str, data_dir: str | Path | None = None, download: bool =
     size = tuple(train.x.shape[2:])
     return DatasetBundle(name, train.classes, tuple(train.x.shape[1:]), mean, std, train, test,
                          source.path, _augment(augment, name, size, padding))
+
+
+def _user_bundle(name: str, limit_per_class: int | None) -> DatasetBundle:
+    """A user's data set, streamed in this process (no DataLoader workers: see
+    :mod:`ntksap.data.user`), without augmentation."""
+    splits = load_user_splits(name, limit_per_class)
+    return DatasetBundle(name, splits.classes, splits.input_shape, splits.mean,  # type: ignore[arg-type]
+                         splits.std, splits.train, splits.test, Path(name), workers=0)
 
 
 def describe_images(data: ImageTensors) -> str:

@@ -54,7 +54,8 @@ class TensorLoader:
         self.seed, self.drop_last, self.channels_last = seed, drop_last, channels_last
         self.rank, self.world_size = rank, world_size
         self.dtype = torch.get_default_dtype()
-        self.scale, self.shift = normalizer(data.mean, data.std, self.device, self.dtype)
+        self.scale, self.shift = normalizer(data.mean, data.std, self.device, self.dtype,
+                                             data.x.dim())
         self.epoch = 0
         shard_indices(1, shuffle=False, rank=rank, world_size=world_size)  # validate rank
 

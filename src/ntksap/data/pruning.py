@@ -25,7 +25,7 @@ def pruning_set(dataset: ImageTensors | Dataset, per_class: int = 10, seed: int 
     """
     if isinstance(dataset, ImageTensors):
         idx = balanced_indices(dataset.y, per_class, seed, dataset.num_classes, "pruning set")
-        scale, shift = normalizer(dataset.mean, dataset.std, device)
+        scale, shift = normalizer(dataset.mean, dataset.std, device, ndim=dataset.x.dim())
         x = torch.addcmul(shift, dataset.x[idx].to(device).float(), scale)
         return x, dataset.y[idx].to(device)
     targets = torch.as_tensor(dataset.targets)  # type: ignore[attr-defined]

@@ -28,9 +28,12 @@ def channel_stats(x: torch.Tensor) -> Stats:
 
 
 def normalizer(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device | str,
-               dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+               dtype: torch.dtype = torch.float32, ndim: int = 4
+               ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(scale, shift)`` with ``x * scale + shift == (x / 255 - mean) / std``, shaped
-    ``(1, C, 1, 1)``, for pixels ``x`` in ``[0, 255]``."""
-    m = torch.tensor(mean, dtype=dtype).view(1, -1, 1, 1)
-    s = torch.tensor(std, dtype=dtype).view(1, -1, 1, 1)
+    ``(1, C, 1, 1)`` (``ndim`` dimensions: batch, channel, then ones), for pixels ``x`` in
+    ``[0, 255]``."""
+    view = (1, -1, *([1] * (ndim - 2)))
+    m = torch.tensor(mean, dtype=dtype).view(view)
+    s = torch.tensor(std, dtype=dtype).view(view)
     return (1 / (255 * s)).to(device), (-m / s).to(device)

@@ -17,11 +17,11 @@ import dataclasses
 import types
 import typing
 import warnings
-from collections.abc import Iterator, Mapping
-from importlib import metadata
+from collections.abc import Mapping
 from typing import Any
 
 from ..errors import ConfigError, MethodOptionError, UnknownNameError
+from ..registry import PluginRegistry
 from .base import Method, ScoreContext, ScoringNet
 from .force import FORCE
 from .grasp import GraSP
@@ -38,61 +38,16 @@ ENTRY_POINT_GROUP = "ntksap.methods"
 RESERVED = ("dense", "imp")  # kinds of run, not pruning methods
 
 
-class _Registry(dict):
-    """Method name -> class; reads the entry-point group once, on first use."""
-
-    _loaded = False
-
-    def _load(self) -> None:
-        if self._loaded:
-            return
-        self._loaded = True
-        for entry in metadata.entry_points(group=ENTRY_POINT_GROUP):
-            try:
-                cls = register_method(entry.load())
-                if cls.name != entry.name:
-                    warnings.warn(f"ntksap: entry point {entry.name!r} registers the method "
-                                  f"under its own name {cls.name!r}; name the entry point "
-                                  "after the method", stacklevel=2)
-            except Exception as err:  # noqa: BLE001 - a broken plugin must not break ntksap
-                warnings.warn(f"ntksap: cannot load pruning method {entry.name!r} from entry "
-                              f"point {entry.value!r} ({type(err).__name__}: {err}); it is "
-                              "left out", stacklevel=2)
-
-    def __getitem__(self, name: str) -> type[Method]:
-        self._load()
-        return super().__getitem__(name)
-
-    def __contains__(self, name: object) -> bool:
-        self._load()
-        return super().__contains__(name)
-
-    def __iter__(self) -> Iterator[str]:
-        self._load()
-        return super().__iter__()
-
-    def __len__(self) -> int:
-        self._load()
-        return super().__len__()
-
-    def get(self, name: str, default: Any = None) -> Any:
-        self._load()
-        return super().get(name, default)
-
-    def keys(self):  # type: ignore[override]
-        self._load()
-        return super().keys()
-
-    def values(self):  # type: ignore[override]
-        self._load()
-        return super().values()
-
-    def items(self):  # type: ignore[override]
-        self._load()
-        return super().items()
+def _register_entry(name: str, cls: Any) -> None:
+    """An entry point of :data:`ENTRY_POINT_GROUP`: the method class it names."""
+    cls = register_method(cls)
+    if cls.name != name:
+        warnings.warn(f"ntksap: entry point {name!r} registers the method under its own name "
+                      f"{cls.name!r}; name the entry point after the method", stacklevel=4)
 
 
-METHODS: dict[str, type[Method]] = _Registry({
+METHODS: dict[str, type[Method]] = PluginRegistry(ENTRY_POINT_GROUP, "pruning method",
+                                                  _register_entry, {
     "random": Random,
     "magnitude": Magnitude,
     "snip": SNIP,
@@ -118,12 +73,12 @@ def register_method(cls: type[Method]) -> type[Method]:
     if not isinstance(name, str) or not name.isidentifier():
         raise ConfigError(f"register_method: {cls.__name__} needs a class attribute name, a "
                           f"Python identifier (e.g. name = 'mymethod'); got {name!r}")
-    taken = dict.get(METHODS, name)
+    taken = METHODS.own(name)  # type: ignore[attr-defined]
     if name in RESERVED or (taken is not None and taken is not cls):
         owner = "a kind of run" if name in RESERVED else f"{taken.__module__}.{taken.__name__}"
         raise ConfigError(f"register_method: the name {name!r} of {cls.__name__} is taken by "
                           f"{owner}; give the method another name")
-    dict.__setitem__(METHODS, name, cls)
+    METHODS.put(name, cls)  # type: ignore[attr-defined]
     return cls
 
 

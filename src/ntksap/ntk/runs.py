@@ -29,7 +29,8 @@ import ntksap.rundir as rundir  # (not `from .. import`: that imports the packag
 from ..errors import ConfigError
 from ..init import KAIMING
 from ..masks import Masks
-from ..models import build_model, model_spec
+from ..models import build_model
+from ..models import input_shape as model_input_shape
 from ..names import DENSE
 from .compare import DENSE_NETWORK, compare_spectra, finite
 from .memory import DEFAULT_BUDGET, check_kernel_fits, parse_bytes
@@ -145,7 +146,7 @@ def run_spectrum(directory: str | Path, *, inputs: int = 100, input_seed: int = 
     masks: dict[str, Masks] = {}
     if target.masks is not None:
         masks["pruned"] = Masks.load(target.masks, model)
-    shape = model_spec(config["model"]).input_shape
+    shape = _input_shape(directory, config["model"])
     generator = torch.Generator().manual_seed(input_seed)
     x = torch.randn((inputs, *shape), generator=generator).to(device)
     comparison = compare_spectra(model, masks, x, params=params, float64=float64,
@@ -160,3 +161,12 @@ def run_spectrum(directory: str | Path, *, inputs: int = 100, input_seed: int = 
               "dense_summary": finite(rows[DENSE_NETWORK])}
     rundir.write_spectrum(directory, record)
     return record
+
+
+def _input_shape(directory: Path, model: str) -> tuple[int, ...]:
+    """The shape of the run's data (recorded since user models; else the model's own)."""
+    try:
+        recorded = (rundir.read_config(directory).get("data") or {}).get("input_shape")
+    except (OSError, ValueError):
+        recorded = None
+    return model_input_shape(model, recorded)

@@ -36,10 +36,15 @@ def can_pack(config: Any) -> bool:
     return isinstance(config, RunConfig)
 
 
+# the fields in which the runs of one pack may differ: how each member is drawn and pruned
+PER_MEMBER = ("method", "sparsity", "seed", "rounds", "scope", "transform", "method_options",
+              "init")
+
+
 def pack_key(config: RunConfig) -> str:
-    """Runs with equal keys can share a pack: the digest of what training needs to be common
-    (preset, dataset, model, classes, data limit, hold-out, training recipe)."""
+    """Runs with equal keys can share a pack: the digest of every field but
+    :data:`PER_MEMBER` (preset, data, model and its code, classes, data limit, hold-out,
+    training recipe, ...; a field added later is shared unless listed there)."""
     fields = dataclasses.asdict(config)
-    shared = {k: fields[k] for k in ("preset", "dataset", "model", "num_classes",
-                                     "limit_per_class", "holdout", "shared_stream", "train")}
+    shared = {k: v for k, v in fields.items() if k not in PER_MEMBER}
     return digest(json.loads(json.dumps(shared)))

@@ -19,7 +19,7 @@ from torch import nn
 from torch.func import functional_call
 
 from ..masks import Masks, prunable_layers
-from ..models import build_model, model_spec
+from ..models import build_model, input_shape
 from ..runners import is_baseline
 from .records import Point
 
@@ -93,7 +93,7 @@ def analyse(point: Point) -> dict[str, Any] | None:
         masks = Masks.load(path)
         model = build_model(name, int(classes), seed=0)
         masks.check(model)
-        check = path_check(model, masks, model_spec(name).input_shape)
+        check = path_check(model, masks, input_shape(name, point.input_shape))
     except Exception as err:  # a report never fails on one odd run: say why it is unchecked
         record["error"] = f"path check skipped: {type(err).__name__}: {err}"
         return record

@@ -58,6 +58,7 @@ class Point:
     unreadable: list[str] = dataclasses.field(default_factory=list)  # files, with the reason
     effective_sparsity: float | None = None  # summary.json's (runs made since it is recorded)
     metrics: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # metrics.jsonl
+    input_shape: list[int] | None = None  # the data's item shape (summary.json, since recorded)
 
     @property
     def diverged_epoch(self) -> int | None:
@@ -180,6 +181,7 @@ def _from_folder(root: Path) -> list[Point]:
 def _expand(base: Point, runner: Runner, summary: dict[str, Any]) -> list[Point]:
     """One point per trained network: the runner's pruned rounds (IMP's 1..T), else the run
     itself."""
+    base.input_shape = summary.get("input_shape")
     rounds = runner.pruned_rounds(summary) if base.status == "done" else []
     if rounds:
         out = []

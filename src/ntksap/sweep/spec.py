@@ -52,7 +52,9 @@ SWEEP_KEYS = ("name", "description", "preset", "out_dir", "db", "data_dir", "dow
               "backend", "workers", "device", "max_attempts", "fixed", "grid", "sanity",
               "groups")
 GROUP_KEYS = ("name", "fixed", "grid", "sanity")
-RUN_FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig) if f.name != "train")
+# a run's fields that a point may set (code_sha256 is read from the user's code, never set)
+RUN_FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig)
+                   if f.name not in ("train", "code_sha256"))
 TRAIN_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 OPTION_SHORTHANDS = ("repeats", "eps")  # NTK-SAP's options, once fields of every run
 OPTIONS = "method_options"
@@ -276,9 +278,8 @@ def _config(point: dict[str, Any]) -> Any:
                           "options), c or density, rewind_epoch (imp), and the training fields "
                           "(epochs, lr, ...)")
     options = {**(p.pop(OPTIONS, None) or {}), **options}
-    for name in ("preset", "method"):
-        if name not in p:
-            raise ConfigError(f"no {name}: give it at the top level, in fixed or in the grid")
+    if "method" not in p:
+        raise ConfigError("no method: give it at the top level, in fixed or in the grid")
     train = dict(p.pop("train", None) or {})
     for key in list(p):
         if key.startswith("train."):
@@ -292,7 +293,7 @@ def _config(point: dict[str, Any]) -> Any:
     sparsity = (sparsity_of_c(_number(p.pop("c"), "c")) if "c" in p else
                 1.0 - _number(p.pop("density"), "density") if "density" in p else
                 _number(p.pop("sparsity", 0.0), "sparsity"))
-    preset, method = str(p.pop("preset")), str(p.pop("method"))
+    preset, method = str(p.pop("preset", None) or ""), str(p.pop("method"))
     kwargs = {k: _coerce(RunConfig, k, v) for k, v in p.items() if k not in OPTION_SHORTHANDS}
     kwargs.update(_shorthands(p))
     if options:

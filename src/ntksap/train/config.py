@@ -209,6 +209,13 @@ _MNIST_SHORT = {**_MNIST_FULL, "epochs": 6, "milestones": (2, 4)}
 # to zero instead of 160 with steps at 80 and 120 (one 2-core CPU trains ~12 epochs in ~30 min).
 _CIFAR_SHORT_NOTE = ("NOT the paper's recipe: 12 epochs, cosine decay (the paper: 160 epochs, "
                      "steps at 80 and 120); a short-budget ranking only")
+# The custom setting (no preset): the user's own model and data with a generic recipe that is
+# no paper's: SGD with momentum 0.9, batch 128, lr 0.1 decayed by a cosine to 0 over 30
+# epochs, weight decay 5e-4; NTK-SAP with the CIFAR-10 setting T = 20, R = 5. Every field can
+# be set (--epochs, --lr, ...).
+CUSTOM = "custom"
+_CUSTOM_NOTE = ("your own model and data set (--model, --dataset) with a generic recipe, no "
+                "paper's: 30 epochs, SGD lr 0.1 cosine, weight decay 5e-4")
 MNIST_PRESETS = ("mnist-lenet300", "mnist-lenet5", "mnist-lenet300-short", "mnist-lenet5-short")
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (
@@ -242,6 +249,10 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
            notes=_SHORT_NOTE, holdout=0.1),
     Preset("mnist-lenet5-short", "mnist", "lenet5", 10, TrainConfig(lr=0.01, **_MNIST_SHORT),
            method_defaults=_ntksap(20, 5), notes=_SHORT_NOTE + _LENET5_LR, holdout=0.1),
+    Preset(CUSTOM, "", "", 0,
+           TrainConfig(epochs=30, batch_size=128, lr=0.1, momentum=0.9, weight_decay=5e-4,
+                       schedule="cosine", milestones=()),
+           method_defaults=_ntksap(20, 5), notes=_CUSTOM_NOTE),
 )}
 
 
