@@ -123,3 +123,13 @@ def test_ntt_writes_its_transferred_weights_into_any_model(models, model_name):
     assert weights and len(changed) > len(weights)  # prunable weights and others too
     for name, buffer in model.named_buffers():
         assert torch.equal(buffer, before[name]), name
+
+
+def test_the_vit_tokens_no_method_prunes_are_named_and_counted(models):
+    """A ViT's class token (1 x 1 x 48) and position embedding (1 x 5 x 48: 2 x 2 patches and
+    the class token) are parameters of no Conv/Linear layer: left dense, said in one warning
+    (48 + 240 weights)."""
+    with pytest.warns(UserWarning, match=r"2 weight tensor\(s\).*\(288 weights;.*cls_token, "
+                                         r"pos_embed"):
+        masks = ntksap.prune(copy.deepcopy(models["timm-vit"]), "random", SPARSITY, seed=0)
+    assert masks.meta["dense_weights"] == {"cls_token": [1, 1, 48], "pos_embed": [1, 5, 48]}

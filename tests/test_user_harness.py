@@ -408,3 +408,67 @@ def test_a_pruning_set_the_data_cannot_give_is_refused_before_the_run_directory(
                       "cpu", "--no-progress", "--out-dir", str(tmp_path / "runs"))
     assert rc == 2 and "class 0 has 4 examples, the pruning set needs 10 per class" in err
     assert not (tmp_path / "runs").exists()
+
+
+# Weights no method prunes: named, counted, shown -------------------------------------------------
+
+class _Sequence(nn.Module):
+    """Embedding, attention, LSTM and a Linear head: only out_proj and the head are Linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(20, 8)
+        self.attention = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.lstm = nn.LSTM(8, 8, batch_first=True)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = self.embed(x)
+        h, _ = self.attention(h, h, h)
+        h, _ = self.lstm(h)
+        return self.head(h[:, -1])
+
+
+def test_weights_no_method_prunes_are_named_in_one_warning_and_shown_in_the_table(tmp_path,
+                                                                                  capsys):
+    import ntksap
+
+    model = _Sequence()
+    with pytest.warns(UserWarning) as caught:
+        masks = ntksap.prune(model, "magnitude", 0.5)
+    message = str(caught[0].message)
+    # hand count: embedding 20x8, packed q/k/v 24x8, LSTM input and hidden 32x8 each
+    assert "4 weight tensor(s)" in message and f"{160 + 192 + 256 + 256:,} weights" in message
+    for name in ("embed.weight", "attention.in_proj_weight", "lstm.weight_ih_l0",
+                 "lstm.weight_hh_l0"):
+        assert name in message
+    assert set(masks) == {"attention.out_proj", "head"}  # what is pruned
+    assert masks.meta["dense_weights"]["attention.in_proj_weight"] == [24, 8]
+    table = masks.table()
+    assert "not prunable" in table and "lstm.weight_hh_l0" in table
+    masks.apply(model)  # masked: the originals of the masked weights are not listed again
+    assert set(ntksap.layers.dense_weights(model)) == set(masks.meta["dense_weights"])
+    plain = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4, 2))
+    assert ntksap.layers.dense_weights(plain) == {}  # biases and norm scales are 1-D
+
+
+def test_the_cli_prints_a_warning_as_one_line(user_code, capsys):
+    (user_code / "mine" / "seq.py").write_text(textwrap.dedent('''
+        from torch import nn
+
+        class Net(nn.Module):
+            def __init__(self, num_classes=10):
+                super().__init__()
+                self.mix = nn.Parameter(nn.init.eye_(nn.Parameter(nn.Linear(72, 72).weight)))
+                self.head = nn.Linear(72, num_classes)
+            def forward(self, x):
+                return self.head(x.flatten(1) @ self.mix)
+        '''))
+    rc, out, err = _cli(capsys, "prune", "--model", "mine/seq.py:Net", "--input-shape", "2",
+                        "6", "6", "--method", "synflow", "--sparsity", "0.5", "--no-progress")
+    assert rc == 0, err
+    lines = err.strip().splitlines()
+    assert lines == ["ntksap prune: warning: 1 weight tensor(s) of this model are no "
+                     "Conv/Linear weight and stay dense (5,184 weights; the sparsity counts "
+                     "only the prunable layers): mix"]
+    assert "mix" in out and "not prunable" in out

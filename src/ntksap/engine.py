@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -21,7 +22,7 @@ from .errors import (
     NtksapError,
 )
 from .init import KAIMING, check_init, initialize_
-from .layers import raw_weight
+from .layers import dense_weights, raw_weight
 from .masks import LayerFilter, Masks, fingerprint, prunable_layers
 from .methods import Method, ScoreContext, ScoringNet, check_options, method_class
 from .methods.base import PRUNING_BATCH_SIZE
@@ -152,6 +153,9 @@ def prune(model: nn.Module, method: str | Method, sparsity: float, *,
     check_init(init)
     scorer, plan = _validate(model, method, sparsity, rounds, schedule, scope, transform,
                              layer_filter, options)
+    dense = dense_weights(model)
+    if dense:
+        warnings.warn(_dense_warning(dense), stacklevel=2)
     net, ctx = _prepare(model, scorer, plan.start_masks, input_shape, data, batch_size,
                         layer_filter, device, channels_last, seed)
     alive = _run_rounds(scorer, net, ctx, plan, seed, progress, on_round)
@@ -164,8 +168,17 @@ def prune(model: nn.Module, method: str | Method, sparsity: float, *,
         batch_size=ctx.batch_size, channels_last=net.channels_last,
         options=dataclasses.asdict(scorer) if dataclasses.is_dataclass(scorer) else {},
         model=type(model).__name__, fingerprint=fingerprint(model),
-        collapsed_layers=collapsed, seconds=time.perf_counter() - start)
+        collapsed_layers=collapsed, dense_weights=dense, seconds=time.perf_counter() - start)
     return masks
+
+
+def _dense_warning(dense: dict[str, list[int]]) -> str:
+    """One line naming the weights that no method prunes (:func:`ntksap.layers.dense_weights`)
+    and how many they are."""
+    count = sum(math.prod(shape) for shape in dense.values())
+    names = ", ".join(list(dense)[:4]) + (f" and {len(dense) - 4} more" if len(dense) > 4 else "")
+    return (f"{len(dense)} weight tensor(s) of this model are no Conv/Linear weight and stay "
+            f"dense ({count:,} weights; the sparsity counts only the prunable layers): {names}")
 
 
 @dataclasses.dataclass(frozen=True)

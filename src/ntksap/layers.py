@@ -39,6 +39,23 @@ def prunable_layers(model: nn.Module, layer_filter: LayerFilter | None = None
     return layers
 
 
+def dense_weights(model: nn.Module) -> dict[str, list[int]]:
+    """The weights no method prunes, by parameter name, with their shapes: every parameter of
+    two or more dimensions that is not the weight of a Conv1d/2d/3d or Linear layer (e.g.
+    ``nn.MultiheadAttention``'s packed ``in_proj_weight``, ``nn.LSTM``/``nn.GRU`` weights,
+    embeddings, a ViT's position embedding). Biases and normalization scales (1-D) are never
+    pruned by design and are not listed."""
+    out = {}
+    for prefix, module in model.named_modules():
+        if isinstance(module, parametrize.ParametrizationList):
+            continue  # the stored original of a parametrized (masked) weight
+        for name, parameter in module.named_parameters(recurse=False):
+            if parameter.dim() < 2 or (isinstance(module, PRUNABLE_TYPES) and name == "weight"):
+                continue
+            out[f"{prefix}.{name}" if prefix else name] = list(parameter.shape)
+    return out
+
+
 def raw_weight(module: nn.Module) -> torch.Tensor:
     """The stored weight parameter (``original`` under a parametrization)."""
     if parametrize.is_parametrized(module, "weight"):

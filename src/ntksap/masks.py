@@ -11,6 +11,7 @@ works unmodified: torchvision, timm, or your own.
 from __future__ import annotations
 
 import copy
+import math
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -116,7 +117,8 @@ class Masks(Mapping[str, torch.Tensor]):
         :meth:`effective`) a column of each layer's effective density beside it."""
         rows = self.layers()
         extra = {r["name"]: r["density"] for r in effective.layers()} if effective else {}
-        width = max(12, *(len(r["name"]) for r in rows))
+        dense = self.meta.get("dense_weights") or {}
+        width = max(12, *(len(r["name"]) for r in rows), *(len(n) for n in dense))
         lines = [f"{'layer':<{width}}  {'shape':<18} {'kept':>10} {'total':>10} {'density':>8}"
                  + (f" {'effective':>9}" if effective else "")]
         for r in rows:
@@ -127,6 +129,12 @@ class Masks(Mapping[str, torch.Tensor]):
         lines.append(f"{'total':<{width}}  {'':<18} {self.remaining:>10} {self.total:>10} "
                      f"{self.density:>8.4f}" + (f" {effective.density:>9.4f}" if effective
                                                  else ""))
+        if dense:
+            lines.append("not prunable (no Conv/Linear weight), left dense:")
+            for name, shape in dense.items():
+                count = math.prod(shape)
+                lines.append(f"{name:<{width}}  {'x'.join(map(str, shape)):<18} {count:>10} "
+                             f"{count:>10} {1.0:>8.4f}")
         return "\n".join(lines)
 
     def effective(self, model: nn.Module, input_shape: tuple[int, ...]) -> Masks:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import errno
 import sys
+import warnings
 
 from ..errors import NtksapError
 from . import compare_masks, lab, ntk, prune, report, run, sweep
@@ -39,7 +40,9 @@ def main(argv: list[str] | None = None) -> int:
         module.add_parser(sub)
     args = parser.parse_args(argv)
     try:
-        return COMMANDS[args.command].run(args) or 0
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line(args.command)
+            return COMMANDS[args.command].run(args) or 0
     except (NtksapError, FileNotFoundError) as err:
         print(f"ntksap {args.command}: error: {err}", file=sys.stderr)
         return 2
@@ -50,6 +53,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ntksap {args.command}: interrupted{RESUMES.get(args.command, '')}",
               file=sys.stderr)
         return 130
+
+
+def _one_line(command: str):
+    """Print a warning as one line, ``ntksap COMMAND: warning: ...`` (no file and line)."""
+    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
+        print(f"ntksap {command}: warning: {message}", file=sys.stderr)
+    return show
 
 
 if __name__ == "__main__":
