@@ -416,7 +416,7 @@ def test_run_lock_is_held_while_the_run_works(tmp_path, monkeypatch):
     config = resolve("cifar10-resnet20", "random", 0.5, dataset="synthetic", model="convnet",
                      limit_per_class=8, train_overrides={"epochs": 1, "batch_size": 16})
     seen = []
-    import ntksap.experiment as experiment
+    import ntksap.runs.driver as experiment
 
     real_train = experiment.train
 

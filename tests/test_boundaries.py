@@ -177,3 +177,42 @@ def test_is_batched_sees_only_an_outermost_vmap_level(one_thread):
     vmap(jacrev(f))(x)  # a gradient-tracking wrapper around a batched tensor
     jacrev(f)(x)
     assert seen == [False, True, False, False]
+
+
+def _package_imports(package: str) -> dict[str, set[str]]:
+    """Module (relative path) -> the ntksap modules it imports, module- and function-level."""
+    return {str(p.relative_to(SRC)): {n for n in _imports(p) if n.startswith("ntksap.")}
+            for p in sorted((SRC / package).rglob("*.py"))}
+
+
+def _touches(names: set[str], *modules: str) -> set[str]:
+    return {n for n in names if any(n == m or n.startswith(m + ".") for m in modules)}
+
+
+def test_the_ntk_package_is_mathematics_and_reads_no_run_directory():
+    """ntksap.ntk computes on a model and inputs; the spectrum of a run directory is
+    ntksap.runs.spectrum's."""
+    for module, names in _package_imports("ntk").items():
+        assert not _touches(names, "ntksap.rundir", "ntksap.runs", "ntksap.experiment",
+                            "ntksap.runners", "ntksap.sweep", "ntksap.train"), module
+
+
+def test_the_report_imports_neither_training_nor_the_sweeps_internals():
+    """The report reads what runs recorded (through ntksap.runs and the public results
+    store, ntksap.sweep's Store); it imports no training code and no sweep internals."""
+    for module, names in _package_imports("report").items():
+        assert not _touches(names, "ntksap.train", "ntksap.pack"), module
+        internals = {n for n in _touches(names, "ntksap.sweep")
+                     if n not in ("ntksap.sweep", "ntksap.sweep.Store", "ntksap.sweep.StoreError")}
+        assert not internals, (module, internals)
+
+
+def test_only_the_runs_package_drives_a_run():
+    """The single-run and IMP drivers live in ntksap.runs; the old name ntksap.experiment
+    only re-exports it and nothing in the package imports that old name."""
+    face = (SRC / "experiment.py").read_text()
+    assert "def " not in face and "class " not in face
+    for path in sorted(SRC.rglob("*.py")):
+        if path.name != "experiment.py":
+            assert "ntksap.experiment" not in _imports(path), path
+    assert not (SRC / "sweep" / "imp.py").exists() and not (SRC / "ntk" / "runs.py").exists()

@@ -375,7 +375,7 @@ def test_cli_ntk_runs_writes_each_runs_spectrum_for_the_report(capsys, tmp_path)
 
 
 def test_run_spectra_of_imp_rounds_and_unpruned_runs(tmp_path):
-    from ntksap.ntk import find_runs, run_spectrum
+    from ntksap.runs.spectrum import find_runs, run_spectrum
 
     model = ntksap.build_model("convnet", 10, seed=3)
     config = {"preset": "cifar10-resnet20", "method": "imp", "sparsity": 0.8, "seed": 3,

@@ -142,7 +142,7 @@ def test_a_run_trains_from_the_transferred_weights_and_resumes_from_them(tmp_pat
     config = _config()
     assert run_dir(config, tmp_path) != run_dir(_config(start_from="initial"), tmp_path)
     trained_from = []
-    from ntksap import experiment
+    from ntksap.runs import driver as experiment
 
     real_train = experiment.train
 

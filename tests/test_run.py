@@ -171,7 +171,7 @@ def _ddp_worker(rank: int, world: int, port: int, out_dir: str) -> None:
             captured.update({k: v.detach().clone() for k, v in model.state_dict().items()})
             return result
 
-        import ntksap.experiment as experiment
+        import ntksap.runs.driver as experiment
 
         experiment.train = spy
         run_experiment(config, out_dir=out_dir, progress=False, distributed=True)
@@ -200,7 +200,7 @@ def test_a_run_records_the_code_its_process_started_with(monkeypatch):
     tracked files differed from it), not the HEAD of the moment each run starts."""
     import subprocess
 
-    from ntksap import experiment
+    import ntksap.runs.source as experiment
 
     answers = {("rev-parse", "HEAD"): "abc123", ("status", "--porcelain",
                                                  "--untracked-files=no"): " M src/x.py"}

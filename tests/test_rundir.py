@@ -14,7 +14,7 @@ from ntksap import rundir
 from ntksap.errors import CheckpointError
 from ntksap.experiment import resolve, run_dir
 from ntksap.masks import Masks
-from ntksap.sweep.imp import imp_config, imp_dir
+from ntksap.runs.imp import imp_config, imp_dir
 
 PACKAGE = Path(rundir.__file__).parent
 

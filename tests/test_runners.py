@@ -49,7 +49,7 @@ def test_runner_contract(name, tmp_path, monkeypatch):
         assert path.is_file(), path
     assert (rundir.existing_masks(directory) is not None) == masked
 
-    for module in ("ntksap.experiment", "ntksap.sweep.imp"):  # a finished run is not redone
+    for module in ("ntksap.runs.driver", "ntksap.runs.imp"):  # a finished run is not redone
         monkeypatch.setattr(f"{module}.train", _no_training)
         monkeypatch.setattr(f"{module}.open_data", _no_training)
     again = runner.run(config, out_dir=tmp_path, progress=False)

@@ -21,8 +21,8 @@ from ntksap.cli import main
 from ntksap.errors import ConfigError
 from ntksap.experiment import resolve, run_dir, run_experiment
 from ntksap.report import build_report
+from ntksap.runs.imp import imp_dir, round_sparsities
 from ntksap.sweep import Store, expand, imp_config, load_spec, run_imp, run_sweep, sparsity_of_c
-from ntksap.sweep.imp import imp_dir, round_sparsities
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 QUICK = {"dataset": "synthetic", "model": "convnet", "limit_per_class": 20, "epochs": 2,

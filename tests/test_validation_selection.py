@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from ntksap.epochs import val_selected
 from ntksap.experiment import resolve, run_experiment
 from ntksap.pack import run_pack
-from ntksap.train.loop import val_selected
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -7,9 +7,9 @@ resuming), what it left behind (``record``: the finished summary, else None) and
 report names it (``label``; ``baseline``: drawn as a reference line, no masks). Its
 ``job_kind`` is the kind a results-store row and ``config.json`` record ("run" or "imp").
 
-- ``dense``: train the unpruned network (:func:`ntksap.experiment.run_experiment`);
+- ``dense``: train the unpruned network (:func:`ntksap.runs.run_experiment`);
 - ``prune``: prune at initialization with a registered method, then train (same driver);
-- ``imp``: lottery-ticket iterative magnitude pruning (:mod:`ntksap.sweep.imp`).
+- ``imp``: lottery-ticket iterative magnitude pruning (:mod:`ntksap.runs.imp`).
 
 A new kind of run is one class and one entry of :data:`RUNNERS`. A pack
 (:mod:`ntksap.pack`) is not a kind of run but a way to train several dense and
@@ -25,16 +25,9 @@ from typing import Any, Protocol
 
 from . import rundir
 from .errors import ConfigError
-from .experiment import (
-    DENSE,
-    RunConfig,
-    config_from_dict,
-    finished_summary,
-    identity,
-    resolve,
-    run_dir,
-    run_experiment,
-)
+from .names import DENSE
+from .runs.config import RunConfig, config_from_dict, identity, resolve, run_dir
+from .runs.driver import finished_summary, run_experiment
 from .train.checkpoint import read_done
 
 IMP = "imp"
@@ -52,7 +45,7 @@ class Runner(Protocol):
         """Whether a run of ``method`` (a sweep point's or a record's) is of this kind."""
 
     def config(self, preset: str, method: str, sparsity: float, **kwargs: Any) -> Any:
-        """The run's config from a preset (like :func:`ntksap.experiment.resolve`)."""
+        """The run's config from a preset (like :func:`ntksap.runs.resolve`)."""
 
     def plan(self, config: Any, out_dir: str | Path) -> Path:
         """The run directory of ``config`` below ``out_dir`` (its name is its identity)."""
@@ -132,7 +125,7 @@ class PruneRunner(_Experiment):
 
 
 class ImpRunner:
-    """Iterative magnitude pruning with rewinding (:mod:`ntksap.sweep.imp`; imported when
+    """Iterative magnitude pruning with rewinding (:mod:`ntksap.runs.imp`; imported when
     used: ``ntksap.sweep`` imports this module)."""
 
     name = IMP
@@ -144,23 +137,23 @@ class ImpRunner:
         return method == IMP
 
     def config(self, preset: str, method: str, sparsity: float, **kwargs: Any) -> Any:
-        from .sweep.imp import imp_config
+        from .runs.imp import imp_config
         return imp_config(preset, sparsity, **kwargs)
 
     def plan(self, config: Any, out_dir: str | Path) -> Path:
-        from .sweep.imp import imp_dir
+        from .runs.imp import imp_dir
         return imp_dir(config, out_dir)
 
     def job_config(self, config: Any) -> dict[str, Any]:
         return dataclasses.asdict(config)
 
     def from_dict(self, data: dict[str, Any]) -> Any:
-        from .sweep.imp import ImpConfig
+        from .runs.imp import ImpConfig
         data = dict(data)
         return ImpConfig(run=config_from_dict(data.pop("run")), **data)
 
     def run(self, config: Any, **options: Any) -> dict[str, Any]:
-        from .sweep.imp import run_imp
+        from .runs.imp import run_imp
         return run_imp(config, **options)
 
     def record(self, directory: Path) -> dict[str, Any] | None:

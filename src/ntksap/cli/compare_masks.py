@@ -25,12 +25,12 @@ import torch
 
 from ..analysis import check_same_layers, compare_masks, write_comparison
 from ..errors import ConfigError
-from ..experiment import check_device
 from ..init import KAIMING
 from ..masks import Masks
 from ..models import MODELS, build_model
 from ..models import input_shape as model_input_shape
 from ..ntk import mask_label
+from ..runs.checks import check_device
 
 DEFAULT_INPUTS = 100
 

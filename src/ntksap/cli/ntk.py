@@ -20,7 +20,6 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError
-from ..experiment import check_device
 from ..masks import Masks
 from ..models import MODELS, build_model, model_spec
 from ..models import input_shape as model_input_shape
@@ -28,7 +27,8 @@ from ..ntk import compare_spectra, mask_label, write_comparison
 from ..ntk.compare import DENSE_NETWORK, check_inputs, finite
 from ..ntk.memory import DEFAULT_BUDGET, check_kernel_fits, parse_bytes
 from ..ntk.params import PARAMS
-from ..ntk.runs import SPECTRUM_FILE, find_runs, run_spectrum
+from ..runs.checks import check_device
+from ..runs.spectrum import SPECTRUM_FILE, find_runs, run_spectrum
 from .helpformat import DefaultsFormatter, description
 
 

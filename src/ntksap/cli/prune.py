@@ -15,13 +15,13 @@ from .. import rundir
 from ..effective import UntraceableModelError
 from ..engine import SCHEDULES, TRANSFORMS, check_sparsity, make_method, prune
 from ..errors import ConfigError
-from ..experiment import check_device
 from ..init import INITS, KAIMING
 from ..masks import Masks, exclude_layers
 from ..methods import METHODS
 from ..methods.base import PRUNING_BATCH_SIZE
 from ..models import MODELS, build_model
 from ..models import input_shape as model_input_shape
+from ..runs.checks import check_device
 from ..selection import SCOPES
 from ..train.cliargs import parse_options
 from .helpformat import DefaultsFormatter

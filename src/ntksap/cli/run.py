@@ -16,9 +16,12 @@ import torch.distributed as dist
 from .. import rundir
 from ..engine import TRANSFORMS
 from ..errors import ConfigError
-from ..experiment import DENSE, check_device, resolve, run_experiment
 from ..init import INITS
 from ..methods import METHODS, method_class
+from ..names import DENSE
+from ..runs.checks import check_device
+from ..runs.config import resolve
+from ..runs.driver import run_experiment
 from ..selection import SCOPES
 from ..train import CUSTOM, PRESETS, TrainConfig
 from ..train.cliargs import (

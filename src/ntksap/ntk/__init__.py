@@ -4,7 +4,9 @@
     eigs = ntksap.ntk.eigenvalues(K)                 # float64, largest first
     ntksap.ntk.ntk_trace(model, x)                   # exact, without forming K
     ntksap.ntk.hutchinson_trace(model, x)            # unbiased forward-mode estimate
-    ntksap.ntk.run_spectrum("runs/.../ntksap-sp0.982-seed0-...")  # -> ntk_spectrum.json
+
+The spectrum of a run directory (``ntk_spectrum.json``) is :mod:`ntksap.runs.spectrum`'s: this
+package is mathematics on a model and inputs and reads no run directory.
 """
 
 from .compare import SpectrumComparison, compare_spectra, mask_label, write_comparison
@@ -12,7 +14,6 @@ from .jacobian import JacobianRows, jacobian_rows
 from .kernel import empirical_ntk, symmetric_gram
 from .memory import format_bytes, parse_bytes
 from .plots import plot_spectra, write_table
-from .runs import SPECTRUM_FILE, find_runs, run_spectrum
 from .spectrum import condition_number, eigenvalues, spectrum_distance, spectrum_summary
 from .trace import (
     TraceEstimate,
@@ -23,7 +24,6 @@ from .trace import (
 )
 
 __all__ = [
-    "SPECTRUM_FILE",
     "JacobianRows",
     "SpectrumComparison",
     "TraceEstimate",
@@ -31,7 +31,6 @@ __all__ = [
     "condition_number",
     "eigenvalues",
     "empirical_ntk",
-    "find_runs",
     "finite_difference_trace",
     "format_bytes",
     "hutchinson_trace",
@@ -40,7 +39,6 @@ __all__ = [
     "mask_label",
     "ntk_trace",
     "parse_bytes",
-    "run_spectrum",
     "plot_spectra",
     "spectrum_distance",
     "spectrum_summary",

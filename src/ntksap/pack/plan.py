@@ -1,6 +1,6 @@
 """Which runs may share a pack, and what a pack returns for each of its runs.
 
-A pack is a list of :class:`ntksap.experiment.RunConfig` that share everything training needs
+A pack is a list of :class:`ntksap.runs.RunConfig` that share everything training needs
 (:func:`pack_key`: preset, dataset, model, classes, data limit, hold-out and the training
 recipe); they may differ in method, sparsity, seed, method options, rounds, scope and
 transform. :func:`run_pack` trains them and leaves each run's directory exactly as
@@ -13,8 +13,8 @@ import dataclasses
 import json
 from typing import Any
 
-from ..experiment import RunConfig
 from ..rundir import digest
+from ..runs.config import RunConfig
 
 
 @dataclasses.dataclass

@@ -34,22 +34,20 @@ from tqdm import tqdm
 from .. import rundir
 from ..atomic import atomic_torch_save, is_disk_full, remove_stale_temporaries
 from ..errors import CheckpointError, ConfigError, DiskFullError
-from ..experiment import (
-    RunConfig,
-    check_batches,
-    check_model,
+from ..masks import Masks
+from ..models import build_model
+from ..runs.checks import check_batches, check_model
+from ..runs.config import RunConfig, run_dir
+from ..runs.driver import (
     finished_summary,
     loaders,
     open_data,
     prepare_run,
-    run_dir,
     run_experiment,
-    run_lock,
     summarize,
     validation_loader,
 )
-from ..masks import Masks
-from ..models import build_model
+from ..runs.lock import run_lock
 from ..train import checkpoint as ck
 from ..train.config import TrainConfig
 from ..train.loop import History, divergence, run_result

@@ -22,14 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from .. import rundir
+from ..epochs import diverged_epoch, val_selected
 from ..errors import ConfigError, MaskMismatchError
-from ..experiment import normalize_record
-from ..init import KAIMING
 from ..masks import Masks
 from ..rundir import read_json
 from ..runners import Runner, label, runner_for_job
-from ..train import get_preset
-from ..train.loop import diverged_epoch, val_selected
+from ..runs.config import normalize_record, setting_label
 
 VARIANT_FIELDS = ("transform", "rounds", "scope", "rewind_epoch")  # and every method option
 OPTION = "method_options."  # prefix of a method option's field name (``method_options.eps``)
@@ -106,7 +104,7 @@ def load_points(source: str | Path, sweep: str | None = None) -> list[Point]:
 
 
 def _from_store(path: Path, sweep: str | None) -> list[Point]:
-    from ..sweep.store import Store, StoreError
+    from ..sweep import Store, StoreError  # the results store: read only for a .db path
 
     try:
         with Store(path, create=False) as store:
@@ -244,30 +242,8 @@ def _read_any(path: Path, kind: Any, point: Point) -> Any:
 # Grouping ------------------------------------------------------------------------------------
 
 def setting_of(point: Point) -> str:
-    """The setting a point belongs to: its preset, plus whatever differs from the preset's
-    own data, model and training recipe (e.g. ``cifar10-resnet20 [synthetic, convnet,
-    30/class, epochs=2]``)."""
-    preset = point.preset
-    try:
-        p = get_preset(preset)
-        defaults = {"dataset": p.dataset, "model": p.model,
-                    "train": dataclasses.asdict(p.train), "holdout": p.holdout}
-    except ConfigError:
-        defaults = {}
-    bits = [str(point.config.get(k)) for k in ("dataset", "model")
-            if point.config.get(k) and point.config.get(k) != defaults.get(k)]
-    if point.config.get("limit_per_class"):
-        bits.append(f"{point.config['limit_per_class']}/class")
-    holdout = point.config.get("holdout") or 0.0  # runs before the field: none
-    if defaults and holdout != defaults["holdout"]:
-        bits.append(f"holdout={holdout:g}")
-    if point.config.get("init", KAIMING) != KAIMING:  # runs before the field: Kaiming
-        bits.append(f"init={point.config['init']}")
-    train, base = point.config.get("train") or {}, defaults.get("train") or {}
-    for name, value in sorted(train.items()):
-        if name in base and _plain(base[name]) != _plain(value):
-            bits.append(f"{name}={_short(value)}")
-    return preset + (f" [{', '.join(bits)}]" if bits else "")
+    """The setting a point belongs to (:func:`ntksap.runs.setting_label` of its config)."""
+    return setting_label(point.config)
 
 
 def variant_labels(points: list[Point]) -> dict[str, str]:
@@ -319,13 +295,3 @@ def variant_label(point: Point, varying: list[str]) -> str:
             value = "default"
         parts.append(f"{SHORT_NAMES.get(name, name)}={value}")
     return " ".join(parts)
-
-
-def _plain(value: Any) -> Any:
-    return json.loads(json.dumps(value))
-
-
-def _short(value: Any) -> str:
-    if isinstance(value, list | tuple):
-        return ",".join(map(str, value))
-    return str(value)

@@ -12,13 +12,13 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from .imp import ImpConfig, imp_config, imp_dir, run_imp
+from ..runs.imp import ImpConfig, imp_config, imp_dir, run_imp
 from .jobs import ExecOptions, execute, make_job
 from .local import plan_slots, run_local
 from .packing import job_pack_key, parse_pack_size, plan_packs, resolve_pack_size
 from .ray_backend import run_ray
 from .spec import Sweep, expand, load_spec, sparsity_of_c
-from .store import Claim, Job, Store
+from .store import Claim, Job, Store, StoreError
 
 BACKENDS = ("local", "ray")
 
@@ -70,7 +70,8 @@ def run_sweep(sweep: Sweep, *, backend: str | None = None, workers: int | None =
 
 
 __all__ = [
-    "BACKENDS", "Claim", "ExecOptions", "ImpConfig", "Job", "Store", "Sweep", "execute",
+    "BACKENDS", "Claim", "ExecOptions", "ImpConfig", "Job", "Store", "StoreError", "Sweep",
+    "execute",
     "expand", "imp_config", "imp_dir", "job_pack_key", "load_spec", "make_job",
     "parse_pack_size", "plan_packs", "plan_slots", "resolve_pack_size", "run_imp", "run_local",
     "run_ray", "run_sweep", "sparsity_of_c",

@@ -13,9 +13,9 @@ import torch
 
 from ..atomic import is_disk_full
 from ..errors import DiskFullError, NtksapError
-from ..experiment import RunConfig, config_from_dict
 from ..runners import runner_for, runner_for_job
-from .imp import ImpConfig
+from ..runs.config import RunConfig, config_from_dict
+from ..runs.imp import ImpConfig
 from .store import Job
 
 
@@ -34,7 +34,7 @@ class ExecOptions:
 
 def run_config_from_dict(data: dict[str, Any]) -> RunConfig:
     """The :class:`RunConfig` recorded as data, of this version or an older one
-    (:func:`ntksap.experiment.config_from_dict`)."""
+    (:func:`ntksap.runs.config_from_dict`)."""
     return config_from_dict(data)
 
 

@@ -16,7 +16,7 @@ A spec (see ``configs/*.yaml``)::
       - name: dense           # the top level, overriding axes it names (null drops an axis)
         grid: {method: [dense], c: null}
 
-Fields of a point: every :class:`~ntksap.experiment.RunConfig` field (preset, method,
+Fields of a point: every :class:`~ntksap.runs.RunConfig` field (preset, method,
 sparsity, seed, dataset, model, num_classes, rounds, scope, transform, limit_per_class,
 holdout, shared_stream, init), ``c`` or ``density`` instead of sparsity, the method's options
 (``method_options: {eps: 0.001}`` or ``method_options.eps: [0.001, 0.01]`` as an axis;
@@ -41,8 +41,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, NtksapError
-from ..experiment import RunConfig
 from ..runners import runner_for_method
+from ..runs.config import RunConfig
 from ..train import TrainConfig
 from .jobs import make_job
 from .store import Job

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -14,6 +13,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from ..epochs import diverged_epoch, val_selected
 from ..errors import CheckpointError, ConfigError, NoPrunableLayersError, TrainingDivergedError
 from ..masks import Masks, measured_sparsity
 from . import checkpoint as ck
@@ -117,14 +117,6 @@ def run_result(metrics: list[dict[str, Any]], best: tuple[float, int], model: nn
     }
 
 
-def val_selected(metrics: Iterable[dict[str, Any]]) -> tuple[int | None, float | None]:
-    """The validation-selected epoch (the highest ``val_acc``, the earliest on ties) and its
-    test accuracy; (None, None) for a run without per-epoch validation (no hold-out)."""
-    scored = [r for r in metrics if r.get("val_acc") is not None]
-    if not scored:
-        return None, None
-    best = max(scored, key=lambda r: (r["val_acc"], -r["epoch"]))
-    return int(best["epoch"]), best["test_acc"]
 
 
 def train(model: nn.Module, train_loader: Batches, test_loader: Batches, config: TrainConfig,
@@ -188,13 +180,6 @@ def train(model: nn.Module, train_loader: Batches, test_loader: Batches, config:
     return result
 
 
-def diverged_epoch(records: Iterable[dict[str, Any]]) -> int | None:
-    """The first (1-based) epoch whose training loss is not finite (NaN or infinite), else
-    None: the epoch the network diverged in."""
-    for record in records:
-        if not math.isfinite(record["loss"]):
-            return int(record["epoch"])
-    return None
 
 
 def divergence(epoch: int) -> str:

@@ -27,19 +27,13 @@ from .. import rundir
 from ..atomic import atomic_torch_save
 from ..engine import prune
 from ..errors import ConfigError
-from ..experiment import (
-    RunConfig,
-    config_from_dict,
-    identity,
-    loaders,
-    open_data,
-    provenance,
-    resolve,
-)
 from ..masks import measured_sparsity
 from ..models import build_model
 from ..train import train
 from ..train.checkpoint import read_done, write_done
+from .config import RunConfig, config_from_dict, identity, resolve
+from .driver import loaders, open_data
+from .source import provenance
 
 STEP_DENSITY = 0.64  # 0.8^2: one step of the paper's grid per round
 
@@ -56,7 +50,7 @@ class ImpConfig:
 
 def imp_config(preset: str, sparsity: float, *, rounds: int = 0, rewind_epoch: int = 0,
                **kwargs: Any) -> ImpConfig:
-    """An :class:`ImpConfig` from a preset, like :func:`ntksap.experiment.resolve`."""
+    """An :class:`ImpConfig` from a preset, like :func:`ntksap.runs.resolve`."""
     if kwargs.get("transform") or kwargs.get("eps") or kwargs.get("method_options"):
         raise ConfigError("IMP takes no sanity-check transform and no method options (eps, "
                           "...); drop them for method imp")
@@ -75,7 +69,7 @@ def imp_config(preset: str, sparsity: float, *, rounds: int = 0, rewind_epoch: i
 
 def imp_dir(config: ImpConfig, out_dir: str | Path) -> Path:
     """``OUT/<preset>/imp-sp<sparsity>-seed<seed>-<digest of the whole config>``; the run's
-    fields as :func:`~ntksap.experiment.identity` gives them (``holdout``, added later, left
+    fields as :func:`~ntksap.runs.identity` gives them (``holdout``, added later, left
     out at its default), with ``eps`` = 0 as the first IMP runs recorded it, so that IMP
     directories made before keep their name."""
     fields = dataclasses.asdict(config)

@@ -24,16 +24,15 @@ from typing import Any
 
 import torch
 
-import ntksap.rundir as rundir  # (not `from .. import`: that imports the package, a cycle)
-
+from .. import rundir
 from ..errors import ConfigError
 from ..init import KAIMING
 from ..masks import Masks
 from ..models import build_model
 from ..models import input_shape as model_input_shape
 from ..names import DENSE
-from .compare import DENSE_NETWORK, compare_spectra, finite
-from .memory import DEFAULT_BUDGET, check_kernel_fits, parse_bytes
+from ..ntk.compare import DENSE_NETWORK, compare_spectra, finite
+from ..ntk.memory import DEFAULT_BUDGET, check_kernel_fits, parse_bytes
 
 SPECTRUM_FILE = rundir.SPECTRUM
 
