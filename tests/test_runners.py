@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,26 @@ def test_only_prune_runs_take_sanity_checks_and_only_dense_is_the_baseline():
     assert [n for n, r in RUNNERS.items() if r.sanity_checks] == ["prune"]
     assert [n for n, r in RUNNERS.items() if r.baseline] == ["dense"]
     assert dataclasses.is_dataclass(_config("imp")) and _config("imp").run.rounds == 1
+
+
+def test_every_kind_of_run_has_a_command_imp_too(tmp_path, capsys):
+    """``ntksap run --method imp`` runs the IMP runner: the same run directory as a sweep's
+    IMP point, every round recorded; ``--rewind-epoch`` is refused for other methods."""
+    from ntksap.cli import main
+    from ntksap.runs.imp import imp_config, imp_dir
+
+    common = ["--preset", "cifar10-resnet20", "--dataset", "synthetic", "--model", "convnet",
+              "--limit-per-class", "10", "--epochs", "2", "--batch-size", "20", "--device",
+              "cpu", "--no-progress", "--out-dir", str(tmp_path)]
+    assert main(["run", *common, "--method", "imp", "--sparsity", "0.36", "--rewind-epoch",
+                 "1", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    planned = imp_config("cifar10-resnet20", 0.36, rewind_epoch=1, dataset="synthetic",
+                         model="convnet", limit_per_class=10,
+                         train_overrides={"epochs": 2, "batch_size": 20})
+    assert Path(summary["run_dir"]) == imp_dir(planned, tmp_path)
+    # round 0 the dense network, then one round per step of the paper's grid (density x 0.64)
+    assert [(r["round"], r["sparsity"]) for r in summary["rounds"]] == [(0, 0.0), (1, 0.36)]
+    assert main(["run", *common, "--method", "snip", "--sparsity", "0.5", "--rewind-epoch",
+                 "1"]) == 2
+    assert "--rewind-epoch is IMP's" in capsys.readouterr().err

@@ -19,6 +19,7 @@ from ..errors import ConfigError
 from ..init import INITS
 from ..methods import METHODS, method_class
 from ..names import DENSE
+from ..runners import IMP, RUNNERS
 from ..runs.checks import check_device
 from ..runs.config import resolve
 from ..runs.driver import run_experiment
@@ -43,7 +44,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "without it, the custom setting: your --model on your --dataset with "
                         "a generic recipe (30 epochs, SGD lr 0.1 cosine)")
     p.add_argument("--method", required=True, metavar="METHOD",
-                   help=f"{DENSE} (no pruning) or one of {', '.join(METHODS)}")
+                   help=f"{DENSE} (no pruning), {IMP} (iterative magnitude pruning with "
+                        f"rewinding, round after round) or one of {', '.join(METHODS)}")
     p.add_argument("--sparsity", type=float, default=None,
                    help="fraction of prunable weights removed, in [0, 1); required by every "
                    f"method but {DENSE}")
@@ -71,7 +73,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--input-shape", type=int, nargs="+", default=None, metavar="N",
                    help="the synthetic data's item shape, e.g. 3 32 32 (default: the "
                         "preset's data's; 3 32 32 without a preset)")
-    g.add_argument("--rounds", type=int, default=None, help="T >= 1 (default: preset / method)")
+    g.add_argument("--rounds", type=int, default=None,
+                   help="T >= 1 (default: preset / method; imp: one round per step of "
+                        "density x 0.64 that the sparsity needs)")
+    g.add_argument("--rewind-epoch", type=int, default=None, metavar="K",
+                   help="imp only: rewind to the dense weights after K epochs (default 0: "
+                        "to theta_0)")
     g.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
                    help="an option of the method (its dataclass field), e.g. eps=0.001; "
                         "repeatable; the value is read as YAML (0.001, 5, true, none)")
@@ -102,8 +109,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.method != DENSE:
+    if args.method not in (DENSE, IMP):
         method_class(args.method)  # unknown: the error lists the methods
+    if args.rewind_epoch is not None and args.method != IMP:
+        raise ConfigError(f"--rewind-epoch is IMP's; drop it, or use --method {IMP}")
     if args.method != DENSE and args.sparsity is None:
         raise ConfigError(f"--sparsity is required with --method {args.method}: the fraction "
                           "of weights removed, e.g. --sparsity 0.9 (use --method dense to "
@@ -115,6 +124,8 @@ def run(args: argparse.Namespace) -> int:
     device = _device(args.device, distributed)
     if distributed and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if args.method == IMP:
+        return _run_imp(args, device, distributed)
     try:
         config = resolve(
             args.preset, args.method, args.sparsity or 0.0, seed=args.seed,
@@ -134,6 +145,32 @@ def run(args: argparse.Namespace) -> int:
             dist.destroy_process_group()
     if distributed and int(os.environ.get("RANK", "0")) != 0:
         return 0
+    _print(args, summary)
+    return 0
+
+
+def _run_imp(args: argparse.Namespace, device: torch.device, distributed: bool) -> int:
+    """``--method imp``: the IMP runner's config and driver (:mod:`ntksap.runs.imp`)."""
+    logging = dataclass_from_args(LoggingConfig, args)
+    if distributed or logging != LoggingConfig():
+        raise ConfigError("--method imp trains in one process and logs to its run directory "
+                          "only: drop torchrun, --tensorboard and --wandb")
+    runner = RUNNERS[IMP]
+    config = runner.config(
+        args.preset, IMP, args.sparsity or 0.0, seed=args.seed, dataset=args.dataset,
+        model=args.model, num_classes=args.num_classes, rounds=args.rounds or 0,
+        rewind_epoch=args.rewind_epoch or 0, repeats=args.repeats,
+        method_options=parse_options(args.option, eps=args.eps, samples=args.samples),
+        scope=args.scope, transform=args.transform, limit_per_class=args.limit_per_class,
+        holdout=args.holdout, shared_stream=args.shared_stream, init=args.init,
+        input_shape=args.input_shape, train_overrides=dataclass_overrides(TrainConfig, args))
+    summary = runner.run(config, out_dir=args.out_dir, data_dir=args.data_dir,
+                         download=args.download, device=device, progress=not args.no_progress)
+    _print(args, summary)
+    return 0
+
+
+def _print(args: argparse.Namespace, summary: dict) -> None:
     if args.json:
         print(json.dumps(summary))
     else:
@@ -146,7 +183,6 @@ def run(args: argparse.Namespace) -> int:
               + (f", validation accuracy {summary['final_val_acc']:.4f}"
                  if summary.get("final_val_acc") is not None else "")
               + f", {summary['seconds']:.0f} s")
-    return 0
 
 
 def _device(name: str, distributed: bool) -> torch.device:

@@ -9,8 +9,8 @@ directory whose ``config.json`` or ``summary.json`` cannot be read (truncated, n
 point of status ``unreadable`` whose ``error`` names the file; an unreadable densities or
 spectrum file is named in the point's ``unreadable`` list. A run directory may hold
 ``ntk_spectrum.json`` (``{"eigenvalues": [...]}`` and optionally
-``"dense_eigenvalues"``), written by ``ntksap ntk --runs`` (:func:`ntksap.ntk.run_spectrum`);
-the report plots it.
+``"dense_eigenvalues"``), written by ``ntksap ntk --runs``
+(:func:`ntksap.runs.spectrum.run_spectrum`); the report plots it.
 """
 
 from __future__ import annotations
