@@ -216,3 +216,11 @@ def test_only_the_runs_package_drives_a_run():
         if path.name != "experiment.py":
             assert "ntksap.experiment" not in _imports(path), path
     assert not (SRC / "sweep" / "imp.py").exists() and not (SRC / "ntk" / "runs.py").exists()
+
+
+def test_only_runs_config_knows_how_an_imp_record_nests_its_run():
+    """``run_settings`` is the one reader of the nesting; no ``.get("run", ...)`` elsewhere."""
+    found = [str(p.relative_to(SRC)) for p, text in _sources().items()
+             if re.search(r"""\.get\(["']run["']""", text)
+             and p != SRC / "runs" / "config.py"]
+    assert not found, found

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from . import rundir
 from .errors import ConfigError
 from .names import DENSE
-from .runs.config import RunConfig, config_from_dict, identity, resolve, run_dir
+from .runs.config import RunConfig, config_from_dict, identity, resolve, run_dir, run_settings
 from .runs.driver import finished_summary, run_experiment
 from .train.checkpoint import read_done
 
@@ -186,7 +186,7 @@ def runner_for(config: Any) -> Runner:
 def runner_for_job(kind: str, data: dict[str, Any]) -> Runner:
     """The runner of a store row (its ``kind`` and recorded ``config``)."""
     for runner in RUNNERS.values():
-        if runner.job_kind == kind and runner.handles(data.get("run", data).get("method", "")):
+        if runner.job_kind == kind and runner.handles(run_settings(data).get("method", "")):
             return runner
     kinds = sorted({r.job_kind for r in RUNNERS.values()})
     raise ConfigError(f"unknown job kind {kind!r}; known: {', '.join(kinds)}")

@@ -27,7 +27,7 @@ from ..errors import ConfigError, MaskMismatchError
 from ..masks import Masks
 from ..rundir import read_json
 from ..runners import Runner, label, runner_for_job
-from ..runs.config import normalize_record, setting_label
+from ..runs.config import normalize_record, run_settings, setting_label
 
 VARIANT_FIELDS = ("transform", "rounds", "scope", "rewind_epoch")  # and every method option
 OPTION = "method_options."  # prefix of a method option's field name (``method_options.eps``)
@@ -146,9 +146,9 @@ def _located(run_dir: Path, store: Path, key: str) -> Path:
 def _settings(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """A recorded config's run fields (normalized) and the fields its kind of run adds
     around them (IMP's ``rewind_epoch``)."""
-    run = data.get("run", data)
+    run = run_settings(data)
     return normalize_record(run), {k: v for k, v in data.items() if k != "run"} \
-        if run is not data else {}
+        if "run" in data else {}
 
 
 def _from_folder(root: Path) -> list[Point]:

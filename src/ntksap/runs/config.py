@@ -364,6 +364,14 @@ def check_code(config: RunConfig) -> None:
                      "model" if role == "model" else "data set")
 
 
+def run_settings(recorded: Mapping[str, Any]) -> dict[str, Any]:
+    """The run's own fields of a recorded config of any kind of run: a :class:`RunConfig`'s
+    as they are, an IMP run's from under its ``run`` key (the one place that knows this
+    nesting)."""
+    inner = recorded.get("run")
+    return dict(inner) if isinstance(inner, Mapping) else dict(recorded)
+
+
 def setting_label(config: Mapping[str, Any]) -> str:
     """The name of the setting a run (its recorded config, any version) belongs to: its
     preset, plus whatever differs from the preset's own data, model and training recipe (e.g.

@@ -33,6 +33,7 @@ from ..models import input_shape as model_input_shape
 from ..names import DENSE
 from ..ntk.compare import DENSE_NETWORK, compare_spectra, finite
 from ..ntk.memory import DEFAULT_BUDGET, check_kernel_fits, parse_bytes
+from .config import run_settings
 
 SPECTRUM_FILE = rundir.SPECTRUM
 
@@ -106,7 +107,7 @@ def network(directory: str | Path) -> RunNetwork:
     home = directory.parent if imp_round else directory
     record = rundir.read_record(home)
     config = (record or {}).get("config", {})
-    config = config.get("run", config) if isinstance(config, dict) else {}
+    config = run_settings(config) if isinstance(config, dict) else {}
     if not isinstance(config, dict) or not config.get("model"):
         raise ConfigError(f"{directory} is not a run directory: no {rundir.CONFIG} naming a "
                           "model")

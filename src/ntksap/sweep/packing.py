@@ -19,6 +19,7 @@ import torch
 from ..data.bundle import IMAGE_SHAPES
 from ..errors import ConfigError, DiskFullError
 from ..pack import MemberResult, can_pack, pack_key, run_pack
+from ..runs.config import run_settings
 from .jobs import ExecOptions, config_of, sweep_disk_full
 from .store import Claim, Job, Store, choose_pack
 
@@ -63,9 +64,10 @@ def network_bytes(job: Job) -> int:
     :data:`NETWORK_BYTES` for 32x32 images at batch 128 (generous for the CIFAR ResNets and
     VGG), scaled by image area and batch size (ImageNet-sized images for ``imagenet`` and
     ``folder``)."""
-    run = job.config.get("run", job.config)
+    run = run_settings(job.config)
     shapes = {**IMAGE_SHAPES, "synthetic": (3, 32, 32)}
-    _, height, width = shapes.get(run.get("dataset", ""), (3, 224, 224))
+    shape = run.get("input_shape") or shapes.get(run.get("dataset", ""), (3, 224, 224))
+    height, width = (list(shape)[-2:] if len(shape) >= 3 else (32, 32))
     batch = int(run.get("train", {}).get("batch_size") or 128)
     return int(NETWORK_BYTES * (height * width / 32 ** 2) * (batch / 128))
 

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..runs.config import run_settings
 
 STATUSES = ("pending", "running", "done", "failed")
 SCHEMA_VERSION = 1
@@ -92,7 +93,7 @@ class Job:
         return int(self._run().get("seed", 0))
 
     def _run(self) -> dict[str, Any]:
-        return self.config.get("run", self.config)
+        return run_settings(self.config)
 
 
 @dataclasses.dataclass(frozen=True)
