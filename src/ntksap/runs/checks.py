@@ -14,20 +14,20 @@ from ..errors import (
 from ..train import get_preset
 from .config import RunConfig
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows: runs are not locked
-    fcntl = None  # type: ignore[assignment]
 
-# the seed of the training data stream (order and augmentation) of runs with shared_stream:
-# every such run sees the same batches, whatever its own seed (which still draws theta_0, the
-# pruning batches and the method's randomness)
+def auto_device(name: str) -> str:
+    """``name``, with "auto" made CUDA when this machine has a GPU, else the CPU."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
 
 def check_device(name: str | torch.device) -> torch.device:
     """``name`` as a device this machine has: "auto" is CUDA when there is a GPU, else the
-    CPU. A CUDA (or MPS) device that is absent is a :class:`ConfigError` naming the fix."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
+    CPU (:func:`auto_device`). A CUDA (or MPS) device that is absent is a
+    :class:`ConfigError` naming the fix."""
+    if isinstance(name, str):
+        name = auto_device(name)
     try:
         device = torch.device(name)
     except (RuntimeError, TypeError) as err:
@@ -44,6 +44,7 @@ def check_device(name: str | torch.device) -> torch.device:
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise ConfigError(f"device {name!r}: MPS is not available here; use --device cpu")
     return device
+
 
 def check_model(model: torch.nn.Module, input_shape: tuple[int, ...],
                 config: RunConfig) -> None:
@@ -71,6 +72,7 @@ def check_model(model: torch.nn.Module, input_shape: tuple[int, ...],
             f"model {config.model!r} returns {getattr(out, 'shape', type(out).__name__)} for "
             f"2 inputs, not logits of shape (2, {config.num_classes}); choose a model that "
             "returns one logit per class")
+
 
 def check_batches(train_loader: Any, config: RunConfig) -> None:
     """The training set must give at least one full batch (the last, partial one is

@@ -28,20 +28,12 @@ from ..train import CUSTOM, PRESETS, TrainConfig, get_preset
 from ..train.config import Preset
 from ..userref import check_digest
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows: runs are not locked
-    fcntl = None  # type: ignore[assignment]
-
-# the seed of the training data stream (order and augmentation) of runs with shared_stream:
-# every such run sees the same batches, whatever its own seed (which still draws theta_0, the
-# pruning batches and the method's randomness)
-
 # the seed of the training data stream (order and augmentation) of runs with shared_stream:
 # every such run sees the same batches, whatever its own seed (which still draws theta_0, the
 # pruning batches and the method's randomness)
 SHARED_STREAM_SEED = 0
 SYNTHETIC_CLASSES = 10  # the synthetic data's classes when --num-classes is not given
+
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
@@ -71,6 +63,7 @@ class RunConfig:
     # sha256 of the user's code that builds the model / data set ({"model": ..., "dataset":
     # ...}): set by resolve, never given; a changed file is another run
     code_sha256: dict[str, str] = dataclasses.field(default_factory=dict)
+
 
 def resolve(preset: str | None, method: str, sparsity: float, *, seed: int = 0,
             dataset: str | None = None, model: str | None = None,
@@ -160,6 +153,7 @@ def resolve(preset: str | None, method: str, sparsity: float, *, seed: int = 0,
     check_method_options(config)
     return config
 
+
 def _check_input_shape(shape: Any, dataset: str) -> tuple[int, ...]:
     """A given ``input_shape``: whole numbers >= 1, for the synthetic data only."""
     if not shape:
@@ -171,6 +165,7 @@ def _check_input_shape(shape: Any, dataset: str) -> tuple[int, ...]:
                                                     for d in shape)):
         raise ConfigError(f"--input-shape takes whole numbers >= 1 (e.g. 3 32 32); got {shape!r}")
     return tuple(int(d) for d in shape)
+
 
 def _custom_setting(dataset: str | None, model: str | None, num_classes: int | None,
                     limit_per_class: int | None) -> tuple[str, str, int]:
@@ -200,6 +195,7 @@ def _custom_setting(dataset: str | None, model: str | None, num_classes: int | N
                           f"({read} classes); drop the flag")
     return dataset, model, read
 
+
 def code_sha256_of(model: str, dataset: str) -> dict[str, str]:
     """The digests of the user's code that builds ``model`` and ``dataset`` (checks that the
     model is known: an unknown name is an error listing the known ones)."""
@@ -207,6 +203,7 @@ def code_sha256_of(model: str, dataset: str) -> dict[str, str]:
     if dataset not in DATASETS:
         code["dataset"] = dataset_spec(dataset).digest
     return {k: v for k, v in code.items() if v}
+
 
 def _with_shorthands(method_options: Mapping[str, Any] | None, **shorthands: Any
                      ) -> dict[str, Any]:
@@ -221,6 +218,7 @@ def _with_shorthands(method_options: Mapping[str, Any] | None, **shorthands: Any
                               "give it once")
         options[name] = value
     return options
+
 
 def _method_defaults(p: Preset, method: str, given: Mapping[str, Any]
                      ) -> tuple[int, dict[str, Any]]:
@@ -240,11 +238,14 @@ def _method_defaults(p: Preset, method: str, given: Mapping[str, Any]
                               f"{rundir.CONFIG}); got {type(value).__name__}")
     return preset_rounds or cls.default_rounds, {**preset_options, **options}
 
+
 def _same_value(a: Any, b: Any) -> bool:
     return type(a) is type(b) and a == b or (_is_number(a) and _is_number(b) and a == b)
 
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
 
 def _check_count(name: str, value: Any) -> None:
     """``value`` is None (not given) or a whole number >= 1."""
@@ -252,6 +253,7 @@ def _check_count(name: str, value: Any) -> None:
         return
     raise ConfigError(f"{name} (--{name.replace('_', '-')}) must be a whole number >= 1; got "
                       f"{value!r}; leave it out for the preset's or the method's default")
+
 
 def _check_dataset(p: Preset, dataset: str | None) -> None:
     """The preset's dataset, "folder" (another copy of it) or "synthetic" (smoke tests)."""
@@ -267,6 +269,7 @@ def _check_dataset(p: Preset, dataset: str | None) -> None:
     raise ConfigError(f"--dataset {dataset} contradicts preset {p.name!r}, which trains on "
                       f"{p.dataset}: {fix}; {choices}")
 
+
 def quiet_options(method: type, options: dict[str, Any], progress: bool) -> dict[str, Any]:
     """The options, with a method's own progress bar (NTT's ``progress_bar``) off when the run
     shows no progress (``--no-progress``), unless the run sets it. Display only: the run's
@@ -275,9 +278,11 @@ def quiet_options(method: type, options: dict[str, Any], progress: bool) -> dict
         return {**options, "progress_bar": False}
     return options
 
+
 def method_options(config: RunConfig) -> dict[str, Any]:
     """The options the run gives its pruning method."""
     return dict(config.method_options)
+
 
 def check_method_options(config: RunConfig) -> None:
     """Build the run's pruning method, which checks its options (MethodOptionError)."""
@@ -293,6 +298,7 @@ LEGACY_OPTIONS = ("repeats", "eps")
 # (a new field needs no change here).
 FIRST_FIELDS = ("preset", "method", "sparsity", "seed", "dataset", "model", "num_classes",
                 "rounds", "scope", "transform", "limit_per_class", "train")
+
 
 def identity(config: RunConfig) -> dict[str, Any]:
     """The fields that name a run, in the layout of the first run directories: the
@@ -314,10 +320,12 @@ def identity(config: RunConfig) -> dict[str, Any]:
             fields.pop(later.name)
     return fields
 
+
 def _default(field: dataclasses.Field) -> Any:
     if field.default_factory is not dataclasses.MISSING:
         return field.default_factory()
     return field.default
+
 
 def config_from_dict(data: Mapping[str, Any]) -> RunConfig:
     """The :class:`RunConfig` recorded as data: ``dataclasses.asdict`` (config.json) or
@@ -335,6 +343,7 @@ def config_from_dict(data: Mapping[str, Any]) -> RunConfig:
                           f"{', '.join(unknown)}; upgrade ntksap or remove the run from the store")
     return RunConfig(**data, train=train)
 
+
 def normalize_record(data: Mapping[str, Any]) -> dict[str, Any]:
     """A recorded run config (any version) in this version's layout: the options that were
     fields (``repeats``, ``eps``; 0 meant "none" or "the default") moved into
@@ -347,6 +356,7 @@ def normalize_record(data: Mapping[str, Any]) -> dict[str, Any]:
             options.setdefault(name, value)
     data["method_options"] = options
     return data
+
 
 def run_dir(config: RunConfig, out_dir: str | Path) -> Path:
     """The run's directory: ``OUT/<preset>/<method>-sp<sparsity>-seed<seed>-<digest>``, the

@@ -49,14 +49,6 @@ from .config import (
 from .lock import run_lock
 from .source import provenance
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows: runs are not locked
-    fcntl = None  # type: ignore[assignment]
-
-# the seed of the training data stream (order and augmentation) of runs with shared_stream:
-# every such run sees the same batches, whatever its own seed (which still draws theta_0, the
-# pruning batches and the method's randomness)
 
 def run_experiment(config: RunConfig, *, out_dir: str | Path = "runs",
                    data_dir: str | Path | None = None, download: bool = False,
@@ -109,6 +101,7 @@ def run_experiment(config: RunConfig, *, out_dir: str | Path = "runs",
             f"same command again: it resumes {directory} from its last completed epoch "
             "(everything written before is intact)", str(where)) from err
 
+
 def _prune_and_train(config: RunConfig, directory: Path, bundle: Any, model: torch.nn.Module,
                      batches: tuple[Any, Any], device: torch.device, progress: bool,
                      distributed: bool, start: float, logging: LoggingConfig
@@ -131,6 +124,7 @@ def _prune_and_train(config: RunConfig, directory: Path, bundle: Any, model: tor
         rundir.write_summary(directory, summary)
     return summary
 
+
 def prepare_run(config: RunConfig, directory: Path, bundle: Any, model: torch.nn.Module,
                 device: torch.device, progress: bool, *, rank: int = 0, world: int = 1,
                 distributed: bool = False, logging: LoggingConfig | None = None
@@ -152,6 +146,7 @@ def prepare_run(config: RunConfig, directory: Path, bundle: Any, model: torch.nn
     elif config.transform != "reinit":
         model.load_state_dict(initial)  # train from theta_0, whatever the scoring did
     return masks
+
 
 def summarize(config: RunConfig, directory: Path, model: torch.nn.Module, masks: Masks | None,
               bundle: Any, result: dict[str, Any], device: torch.device, start: float,
@@ -178,16 +173,19 @@ def summarize(config: RunConfig, directory: Path, model: torch.nn.Module, masks:
         "pack_size": pack_size, **_time_share(time.perf_counter() - start, pack_size),
     }
 
+
 def _time_share(elapsed: float, pack_size: int) -> dict[str, float]:
     """``seconds``: the run's share of the wall time (a pack's time / M, so the runs' seconds
     add up to the machine's time); ``pack_seconds``: the wall time of the run, or of the
     whole pack it trained in."""
     return {"seconds": elapsed / pack_size, "pack_seconds": elapsed}
 
+
 def validation_loader(bundle: Any, device: torch.device) -> Any:
     """The held-out validation split's batches (in order, no augmentation), or None when the
     run holds nothing out."""
     return bundle.val_loader(256, device) if bundle.val is not None else None
+
 
 def _val_accuracy(model: torch.nn.Module, bundle: Any, config: RunConfig,
                   device: torch.device) -> float | None:
@@ -197,6 +195,7 @@ def _val_accuracy(model: torch.nn.Module, bundle: Any, config: RunConfig,
     _, correct, count = evaluate(model, bundle.val_loader(256, device), config.train, device)
     return correct / count
 
+
 def finished_summary(directory: Path) -> dict[str, Any] | None:
     """The recorded summary of a finished run (``already_done`` set), else None. An
     unreadable ``summary.json`` is a :class:`CheckpointError` naming it and the fix."""
@@ -204,6 +203,7 @@ def finished_summary(directory: Path) -> dict[str, Any] | None:
         return None
     summary = rundir.read_summary(directory)
     return None if summary is None else {**summary, "already_done": True}
+
 
 def open_data(config: RunConfig, data_dir: str | Path | None, download: bool,
               progress: bool) -> Any:
@@ -230,6 +230,7 @@ def open_data(config: RunConfig, data_dir: str | Path | None, download: bool,
                               f"the run was planned with {config.num_classes}"))
     return bundle.hold_out(config.holdout) if config.holdout else bundle
 
+
 def loaders(config: RunConfig, bundle: Any, device: torch.device, rank: int = 0,
             world: int = 1) -> tuple[Any, Any]:
     """Training and test batches of ``bundle`` for this process (the global batch size is
@@ -243,6 +244,7 @@ def loaders(config: RunConfig, bundle: Any, device: torch.device, rank: int = 0,
             bundle.test_loader(256, device, rank=rank, world_size=world,
                                channels_last=channels_last))
 
+
 def data_record(bundle: Any) -> dict[str, Any]:
     """What the run read from its data: where it came from, its classes and item shape, and
     the per-channel normalization (computed from a user's training set)."""
@@ -250,6 +252,7 @@ def data_record(bundle: Any) -> dict[str, Any]:
             else str(bundle.source), "num_classes": bundle.num_classes,
             "input_shape": list(bundle.input_shape), "mean": list(bundle.mean),
             "std": list(bundle.std)}
+
 
 def _write_config(directory: Path, config: RunConfig, device: torch.device, world: int,
                   logging: LoggingConfig | None = None,
@@ -272,6 +275,7 @@ def _write_config(directory: Path, config: RunConfig, device: torch.device, worl
         return
     rundir.write_config(directory, record)
 
+
 def _effective_sparsity(directory: Path, model: torch.nn.Module, masks: Masks | None,
                         input_shape: tuple[int, ...]) -> float | None:
     """From the densities report pruning wrote (no second trace); traced now for a dense run."""
@@ -282,6 +286,7 @@ def _effective_sparsity(directory: Path, model: torch.nn.Module, masks: Masks | 
         except (OSError, ValueError, KeyError, TypeError):
             pass  # an unreadable report: trace the model again
     return effective_sparsity(model, masks or Masks.of(model), input_shape)
+
 
 def _masks(config: RunConfig, model: torch.nn.Module, bundle: Any, directory: Path,
            device: torch.device, progress: bool, rank: int, distributed: bool

@@ -21,9 +21,6 @@ try:
 except ImportError:  # pragma: no cover - Windows: runs are not locked
     fcntl = None  # type: ignore[assignment]
 
-# the seed of the training data stream (order and augmentation) of runs with shared_stream:
-# every such run sees the same batches, whatever its own seed (which still draws theta_0, the
-# pruning batches and the method's randomness)
 
 @contextlib.contextmanager
 def run_lock(directory: Path) -> Iterator[None]:

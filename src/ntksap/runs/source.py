@@ -8,14 +8,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows: runs are not locked
-    fcntl = None  # type: ignore[assignment]
-
-# the seed of the training data stream (order and augmentation) of runs with shared_stream:
-# every such run sees the same batches, whatever its own seed (which still draws theta_0, the
-# pruning batches and the method's randomness)
 
 def _git(*args: str) -> str | None:
     """A git command's output in this package's folder, or None (no git, not a checkout)."""
@@ -25,6 +17,7 @@ def _git(*args: str) -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return done.stdout.strip() if done.returncode == 0 else None
+
 
 def code_state() -> dict[str, Any]:
     """The git commit of the code and whether tracked files differed from it
@@ -37,6 +30,7 @@ def code_state() -> dict[str, Any]:
             "git_dirty": None if status is None else bool(status)}
 
 CODE = code_state()
+
 
 def provenance() -> dict[str, Any]:
     """Package versions, and the git commit of the code this process runs and whether its

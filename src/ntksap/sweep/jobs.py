@@ -9,11 +9,10 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ..atomic import is_disk_full
 from ..errors import DiskFullError, NtksapError
 from ..runners import runner_for, runner_for_job
+from ..runs.checks import auto_device
 from ..runs.config import RunConfig, config_from_dict
 from ..runs.imp import ImpConfig
 from .store import Job
@@ -56,9 +55,7 @@ def execute(job: Job, options: ExecOptions) -> dict[str, Any]:
     its summary; a finished run returns its recorded summary at once."""
     runner = runner_for_job(job.kind, job.config)
     config = runner.from_dict(job.config)
-    device = options.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = auto_device(options.device)
     kwargs = dict(out_dir=options.out_dir, data_dir=options.data_dir,
                   download=options.download, device=device, progress=options.progress)
     summary = runner.run(config, **kwargs)

@@ -21,6 +21,7 @@ import torch
 from tqdm import tqdm
 
 from ..errors import DiskFullError, SweepError
+from ..runs.checks import auto_device
 from .jobs import ExecOptions
 from .store import Store
 from .worker import DISK_FULL, work
@@ -41,8 +42,7 @@ def plan_slots(device: str = "auto", workers: int | None = None) -> list[Slot]:
     that split the CPU cores between them."""
     if workers is not None and workers < 1:
         raise SweepError(f"{workers} workers: give --workers 1 or more")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = auto_device(device)
     if device == "cuda":
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         gpus = ([g for g in visible.split(",") if g.strip()] if visible

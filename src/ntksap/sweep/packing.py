@@ -19,6 +19,7 @@ import torch
 from ..data.bundle import IMAGE_SHAPES
 from ..errors import ConfigError, DiskFullError
 from ..pack import MemberResult, can_pack, pack_key, run_pack
+from ..runs.checks import auto_device
 from ..runs.config import run_settings
 from .jobs import ExecOptions, config_of, sweep_disk_full
 from .store import Claim, Job, Store, choose_pack
@@ -80,7 +81,7 @@ def free_device_bytes() -> int:
 
 
 def device_of(device: str) -> str:
-    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    return auto_device(device)
 
 
 def resolve_pack_size(pack_size: int | str | None, device: str,

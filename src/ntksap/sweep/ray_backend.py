@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from ..errors import SweepError
 from ..pack import MemberResult
+from ..runs.checks import auto_device
 from .jobs import ExecOptions, describe_error, disk_full, execute, sweep_disk_full
 from .packing import PackKeys, PackSize, parse_pack_size, record_pack, resolve_pack_size, train_pack
 from .store import Claim, Job, Store, worker_name
@@ -31,9 +32,7 @@ from .store import Claim, Job, Store, worker_name
 
 def _trial(job: Job, options: ExecOptions) -> dict[str, Any]:
     """What one Ray task runs: the job, on the GPU Ray gave it (if any)."""
-    import torch
-
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = auto_device("auto")
     return execute(job, dataclasses.replace(options, device=device, progress=False))
 
 
