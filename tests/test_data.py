@@ -270,7 +270,7 @@ def test_failed_download_is_a_clear_error(tmp_path: Path,
     def offline(*args: object, **kwargs: object) -> None:
         raise urllib.error.URLError("no network")
 
-    monkeypatch.setitem(torchvision_format._CLASSES, "cifar10", offline)
+    monkeypatch.setattr(torchvision_format, "_downloader", lambda form: offline)
     with pytest.raises(DatasetDownloadError) as info:
         load_dataset("cifar10", tmp_path / "dl", download=True)
     assert str(tmp_path / "dl") in str(info.value) and "no network" in str(info.value)
@@ -464,3 +464,28 @@ def test_channel_stats_are_exact() -> None:
     ref = x.double().div(255)
     assert np.allclose(mean, ref.mean(dim=(0, 2, 3)).tolist())
     assert np.allclose(std, ref.std(dim=(0, 2, 3), unbiased=False).tolist())
+
+
+def test_each_built_in_data_set_is_one_object_and_the_tables_derive_from_it() -> None:
+    """data/sets/<name>.py holds a data set's facts; the lookups of the data stack are made
+    from those objects, and no module of the data stack names a data set otherwise."""
+    import re
+
+    from ntksap.data.bundle import IMAGE_SHAPES, NUM_CLASSES
+    from ntksap.data.sets import BUILTINS, cifar10, mnist
+    from ntksap.data.stats import NORMALIZATION
+    from ntksap.data.user import BUILTIN_NAMES
+
+    assert BUILTINS["cifar10"] is cifar10.DATASET and BUILTINS["mnist"] is mnist.DATASET
+    assert BUILTIN_NAMES == tuple(BUILTINS)
+    assert NUM_CLASSES == {"cifar10": 10, "cifar100": 100, "tinyimagenet": 200, "imagenet": 1000,
+                           "mnist": 10}
+    assert IMAGE_SHAPES["mnist"] == (1, 28, 28) and "imagenet" not in IMAGE_SHAPES
+    assert NORMALIZATION["mnist"] == ((0.1307,), (0.3081,))
+    data = Path(__file__).resolve().parents[1] / "src" / "ntksap" / "data"
+    for path in data.glob("*.py"):
+        text = path.read_text()
+        named = re.findall(r'"(cifar10|cifar100|mnist|imagenet)"', text)
+        allowed = {"bundle.py": {"cifar10", "imagenet"}, "torchvision_format.py": {"mnist"},
+                   "spec.py": {"mnist"}}.get(path.name, set())
+        assert set(named) <= allowed, (path.name, named)

@@ -186,7 +186,7 @@ def _fake_download(monkeypatch: pytest.MonkeyPatch) -> list[str]:
             calls.append(root)
             _write_mnist(Path(root))
 
-    monkeypatch.setitem(torchvision_format._CLASSES, "mnist", FakeMNIST)
+    monkeypatch.setattr(torchvision_format, "_downloader", lambda form: FakeMNIST)
     return calls
 
 

@@ -17,6 +17,7 @@ from .loader import Augment, TensorLoader
 from .pruning import pruning_set
 from .resolve import Source, locate
 from .sampling import balanced_indices, holdout_indices
+from .sets import BUILTINS
 from .stats import NORMALIZATION
 from .streaming import StreamLoader, folder_datasets
 from .synthetic import synthetic_splits
@@ -25,11 +26,9 @@ from .tree import FileTree, open_tree
 from .user import BUILTIN_NAMES, TargetSubset, is_user_dataset, load_user_splits
 
 DATASETS = BUILTIN_NAMES
-NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "tinyimagenet": 200, "mnist": 10,
-               "imagenet": 1000}
-# one image of each named small-image dataset: channels, height, width
-IMAGE_SHAPES = {"cifar10": (3, 32, 32), "cifar100": (3, 32, 32), "tinyimagenet": (3, 64, 64),
-                "mnist": (1, 28, 28)}
+# each built-in data set's classes and image shape (channels, height, width), where fixed
+NUM_CLASSES = {n: d.num_classes for n, d in BUILTINS.items() if d.num_classes}
+IMAGE_SHAPES = {n: d.image_shape for n, d in BUILTINS.items() if d.image_shape}
 SMALL_MAX = 64  # images up to this size are held in memory as one tensor
 Loader = TensorLoader | StreamLoader
 
@@ -142,8 +141,9 @@ class DatasetBundle:
 
 
 def _augment(kind: str, name: str, size: tuple[int, int], padding: int) -> Augment | None:
+    own = BUILTINS[name].augmentation if name in BUILTINS else "auto"
     if kind == "auto":
-        kind = ("none" if name == "mnist" else
+        kind = (own if own != "auto" else
                 "crop" if max(size) <= 32 or size[0] != size[1] else "resized_crop")
     choices: dict[str, Augment | None] = {
         "none": None, "crop": RandomCropFlip(padding),
@@ -208,14 +208,14 @@ def load_dataset(name: str, data_dir: str | Path | None = None, download: bool =
         tvf.download(name, source.path)
         source = replace(source, kind="torchvision")
     tree = open_tree(source.path) if source.kind == "tree" else None
-    if name == "imagenet" or (name == "folder" and not _small(tree, in_memory)):
+    spec = BUILTINS[name]
+    if spec.streamed or (name == "folder" and not _small(tree, in_memory)):
         return _large_bundle(name, tree, cache_dir, limit_per_class)  # type: ignore[arg-type]
     if tree is None:
-        train, test = (tvf.read_mnist(source.path) if name == "mnist"
-                       else tvf.read_cifar(name, source.path))
+        train, test = tvf.read(spec, source.path)
         train, test = _limit(train, limit_per_class), _limit(test, limit_per_class)
     else:
-        channels = 1 if name == "mnist" else 3 if name != "folder" else None
+        channels = spec.channels
         train, test, _ = images_from_tree(tree, limit_per_class=limit_per_class,
                                           channels=channels, cache_dir=cache_dir,
                                           workers=workers, progress=progress)

@@ -8,24 +8,9 @@ from pathlib import Path
 
 from .cache import cache_root
 from .errors import DatasetNotFoundError
-from .torchvision_format import FOLDERS, has_torchvision_files
+from .sets import BUILTINS
+from .torchvision_format import has_torchvision_files
 from .tree import is_archive
-
-# names looked for inside the data directory, in order
-CANDIDATES: dict[str, tuple[str, ...]] = {
-    "cifar10": ("cifar10-jpeg.tar.gz", "cifar10-jpeg", "cifar10", "cifar10.tar.gz"),
-    "cifar100": ("cifar100-jpeg.tar.gz", "cifar100-jpeg", "cifar100", "cifar100.tar.gz"),
-    "mnist": ("mnist-png.tar.gz", "mnist-png", "mnist", "mnist.tar.gz"),
-    "tinyimagenet": ("tiny-imagenet-200", "tiny-imagenet-200.zip", "tiny-imagenet-200.tar.gz",
-                     "tiny-imagenet-200-sample.tar.gz"),
-    "imagenet": ("imagenet", "ILSVRC2012", "imagenet.tar.gz"),
-}
-MANUAL = {
-    "tinyimagenet": "download http://cs231n.stanford.edu/tiny-imagenet-200.zip and point the "
-                    "data directory at it (the .zip works as is)",
-    "imagenet": "get ImageNet from https://image-net.org and arrange it as train/<wnid>/ and "
-                "val/<wnid>/ image folders",
-}
 
 
 @dataclass(frozen=True)
@@ -46,6 +31,8 @@ def is_tree_root(path: Path) -> bool:
 
 def locate(name: str, data_dir: str | Path | None, download: bool) -> Source:
     """The source of dataset ``name`` in ``data_dir``; a clear error when there is none."""
+    spec = BUILTINS[name]
+    folder = spec.torchvision.folder if spec.torchvision else None
     root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
     if root.is_file():
         return Source("tree", root)
@@ -54,19 +41,19 @@ def locate(name: str, data_dir: str | Path | None, download: bool) -> Source:
             return Source("torchvision", root)
         if is_tree_root(root):
             return Source("tree", root)
-        for candidate in CANDIDATES[name]:
+        for candidate in spec.candidates:
             path = root / candidate
             if (path.is_dir() and is_tree_root(path)) or (path.is_file() and is_archive(path)):
                 return Source("tree", path)
-    if download and name in FOLDERS:
+    if download and folder:
         return Source("download", root)
-    looked = ([f"{FOLDERS[name]}/ (torchvision's format)"] if name in FOLDERS else []) + [
-        "train/ + test/ (or val/) image folders", *CANDIDATES[name]]
+    looked = ([f"{folder}/ (torchvision's format)"] if folder else []) + [
+        "train/ + test/ (or val/) image folders", *spec.candidates]
     where = (f"no {name} dataset in {root} (looked for: {', '.join(looked)})" if root.is_dir()
              else f"{name}: the data directory {root} does not exist")
-    if name in FOLDERS:
+    if folder:
         fix = (f"pass --download (download=True) to fetch it into {root}, or point the data "
                "directory at a copy")
     else:
-        fix = f"--download cannot fetch {name}: {MANUAL[name]}"
+        fix = f"--download cannot fetch {name}: {spec.manual}"
     raise DatasetNotFoundError(f"{where}; {fix}")

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import torch
 
-Stats = tuple[tuple[float, ...], tuple[float, ...]]
+from .sets import BUILTINS
+from .spec import Stats
 
-NORMALIZATION: dict[str, Stats] = {
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
-    "tinyimagenet": ((0.4802, 0.4481, 0.3975), (0.2770, 0.2691, 0.2821)),
-    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-    "mnist": ((0.1307,), (0.3081,)),
-}
+# each built-in data set's per-channel mean and std, in [0, 1] units (ntksap.data.sets)
+NORMALIZATION: dict[str, Stats] = {n: d.normalization for n, d in BUILTINS.items()
+                                   if d.normalization}
 
 
 def channel_stats(x: torch.Tensor) -> Stats:

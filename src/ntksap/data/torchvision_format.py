@@ -12,21 +12,22 @@ import torch
 from torchvision import datasets
 
 from .errors import CorruptDataError, DatasetDownloadError
+from .sets import BUILTINS
+from .spec import BuiltinDataset, TorchvisionFormat
 from .tensors import ImageTensors
-
-# name -> (folder under root, train files, test files, meta file, label key, names key)
-CIFAR = {
-    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"],
-                "batches.meta", "labels", "label_names"),
-    "cifar100": ("cifar-100-python", ["train"], ["test"], "meta", "fine_labels",
-                 "fine_label_names"),
-}
-FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python", "mnist": "MNIST"}
-_CLASSES = {"cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100, "mnist": datasets.MNIST}
 
 
 def has_torchvision_files(name: str, root: Path) -> bool:
-    return name in FOLDERS and (root / FOLDERS[name]).is_dir()
+    spec = BUILTINS.get(name)
+    return bool(spec and spec.torchvision and (root / spec.torchvision.folder).is_dir())
+
+
+def read(spec: BuiltinDataset, root: Path) -> tuple[ImageTensors, ImageTensors]:
+    """The splits of ``spec``'s torchvision copy in ``root``."""
+    if spec.torchvision is None:
+        raise CorruptDataError(f"{spec.name} has no torchvision format")
+    return (read_mnist(root) if spec.torchvision.reader == "mnist"
+            else read_cifar(spec.name, root))
 
 
 class _CifarUnpickler(pickle.Unpickler):
@@ -120,17 +121,17 @@ def _batch_problem(data: Any, labels: Any, label_key: str, num_classes: int) -> 
 def read_cifar(name: str, root: Path) -> tuple[ImageTensors, ImageTensors]:
     """CIFAR splits from ``root/cifar-10-batches-py`` (or ``cifar-100-python``) pickles, read
     with an unpickler that admits only arrays, lists, strings and numbers."""
-    folder, train_files, test_files, meta, label_key, names_key = CIFAR[name]
-    base = root / folder
-    classes = _class_names(base / meta, names_key)
+    form = BUILTINS[name].torchvision
+    base = root / form.folder
+    classes = _class_names(base / form.meta_file, form.names_key)
 
-    def split(files: list[str]) -> ImageTensors:
-        xs, ys = zip(*(_cifar_batch(base / file, label_key, len(classes)) for file in files),
-                     strict=True)
+    def split(files: tuple[str, ...]) -> ImageTensors:
+        xs, ys = zip(*(_cifar_batch(base / file, form.label_key, len(classes))
+                       for file in files), strict=True)
         return ImageTensors(torch.from_numpy(np.concatenate(xs)),
                             torch.from_numpy(np.concatenate(ys)), classes)
 
-    return split(train_files), split(test_files)
+    return split(form.train_files), split(form.test_files)
 
 
 def read_mnist(root: Path) -> tuple[ImageTensors, ImageTensors]:
@@ -148,14 +149,20 @@ def read_mnist(root: Path) -> tuple[ImageTensors, ImageTensors]:
     return splits[0], splits[1]
 
 
+def _downloader(form: TorchvisionFormat) -> Any:
+    """torchvision's data set class of ``form`` (its constructor downloads)."""
+    return getattr(datasets, form.torchvision_class)
+
+
 def download(name: str, root: Path) -> None:
     """Fetch ``name`` into ``root`` with torchvision; a clear error when that fails."""
     try:
         root.mkdir(parents=True, exist_ok=True)
+        form = BUILTINS[name].torchvision
         for train in (True, False):
-            _CLASSES[name](str(root), train=train, download=True)
+            _downloader(form)(str(root), train=train, download=True)
     except Exception as err:  # urllib, HTTP, checksum and file errors alike
         raise DatasetDownloadError(
             f"downloading {name} into {root} failed: {err}; check the internet connection, or "
-            f"put torchvision's {FOLDERS[name]} folder (or an image folder) in {root} "
+            f"put torchvision's {form.folder} folder (or an image folder) in {root} "
             "and run again without --download") from err

@@ -29,11 +29,11 @@ from torch.utils.data import Dataset
 from ..errors import ConfigError, UnknownNameError
 from ..registry import PluginRegistry
 from ..userref import Factory, is_reference, load_factory
+from .sets import BUILTINS
 
 ENTRY_POINT_GROUP = "ntksap.datasets"
-# the data sets ntksap reads itself (ntksap.data.load_dataset)
-BUILTIN_NAMES = ("cifar10", "cifar100", "tinyimagenet", "imagenet", "mnist", "folder",
-                 "synthetic")
+# the data sets ntksap reads itself (ntksap.data.sets)
+BUILTIN_NAMES = tuple(BUILTINS)
 
 
 @dataclass(frozen=True)
