@@ -472,3 +472,25 @@ def test_the_cli_prints_a_warning_as_one_line(user_code, capsys):
                      "Conv/Linear weight and stay dense (5,184 weights; the sparsity counts "
                      "only the prunable layers): mix"]
     assert "mix" in out and "not prunable" in out
+
+
+def test_a_results_store_of_the_code_before_is_resumed_and_reported(tmp_path, monkeypatch,
+                                                                    capsys):
+    """A sweep store and run written by commit 87d47a2 (one of the spec's two runs done),
+    copied to another folder: the sweep finds the done run where it now lies (not trained
+    again), runs the other, and the report draws both."""
+    work = tmp_path / "work"
+    shutil.copytree(Path(__file__).parent / "fixtures" / "store-87d47a2", work / "store-runs")
+    shutil.move(work / "store-runs" / "spec.yaml", work / "spec.yaml")
+    monkeypatch.chdir(work)
+    old = work / "store-runs" / "cifar10-resnet20" / "magnitude-sp0.5-seed0-7e524ddf7f"
+    metrics = (old / "metrics.jsonl").read_text()
+    rc, out, err = _cli(capsys, "sweep", "spec.yaml", "--workers", "0", "--device", "cpu",
+                        "--no-progress")
+    assert rc == 0, err
+    assert "lost their run directory" not in err and "2 done" in out
+    assert (old / "metrics.jsonl").read_text() == metrics  # found, not trained again
+    rc, _, err = _cli(capsys, "report", "store-runs/ntksap.db", "--out", "report")
+    assert rc == 0, err
+    table = (work / "report" / "results.md").read_text()
+    assert "| magnitude |" in table and "| random |" in table

@@ -54,7 +54,7 @@ def run_sweep(sweep: Sweep, *, backend: str | None = None, workers: int | None =
             store.add(sweep.queue, sweep.jobs)
         if retry_failed:
             store.retry_failed(sweep.queue)
-        missing = store.requeue_missing(sweep.queue)
+        missing = store.requeue_missing(sweep.queue, sweep.out_dir)
     if missing:
         print(f"ntksap sweep: warning: {len(missing)} finished run(s) have lost their run "
               f"directory and run again: {', '.join(missing[:3])}"

@@ -239,11 +239,15 @@ class Store:
         return new
 
     def _claim_name(self, db: sqlite3.Connection, sweep: str, source: str) -> None:
-        """Record that ``sweep`` comes from the spec ``source``, or refuse another spec."""
+        """Record that ``sweep`` comes from the spec ``source``, or refuse another spec. A
+        recorded spec file that is gone (the results folder and its spec were moved or
+        copied) is replaced by ``source``."""
         key = f"source:{sweep}"
         row = db.execute("SELECT value FROM meta WHERE name=?", (key,)).fetchone()
         if row is None:
             db.execute("INSERT INTO meta VALUES (?, ?)", (key, source))
+        elif row[0] != source and not Path(row[0]).exists():
+            db.execute("UPDATE meta SET value = ? WHERE name = ?", (source, key))
         elif row[0] != source:
             raise ConfigError(
                 f"the store {self.path} already holds a sweep named {sweep!r} from another "
@@ -387,15 +391,26 @@ class Store:
                 self._event(key, "retry")
         return len(keys)
 
-    def requeue_missing(self, sweep: str | None = None) -> list[str]:
+    def requeue_missing(self, sweep: str | None = None,
+                        out_dir: str | Path | None = None) -> list[str]:
         """Put the done rows (of ``sweep``) whose run directory is gone back to pending (the
         run is done again; a rerun of the sweep would otherwise report a run it no longer
-        has); returns their keys."""
+        has); returns their keys. A run found at its key below ``out_dir`` (the results
+        folder was moved or copied) is not gone: its row is pointed there."""
         member = "AND key IN (SELECT key FROM members WHERE sweep = ?)" if sweep else ""
         with self._write() as db:
             rows = db.execute(f"SELECT key, run_dir FROM runs WHERE status = 'done' {member}",
                               (sweep,) if sweep else ()).fetchall()
-            keys = [key for key, run_dir in rows if run_dir and not Path(run_dir).is_dir()]
+            gone = [(key, run_dir) for key, run_dir in rows
+                    if run_dir and not Path(run_dir).is_dir()]
+            keys = []
+            for key, run_dir in gone:
+                moved = Path(out_dir).resolve() / key if out_dir is not None else None
+                if moved is not None and moved.is_dir():
+                    db.execute("UPDATE runs SET run_dir = ? WHERE key = ?", (str(moved), key))
+                    self._event(key, "moved", detail=f"found at {moved}, not {run_dir}")
+                else:
+                    keys.append(key)
             for key in keys:
                 db.execute("UPDATE runs SET status = 'pending', attempts = 0 WHERE key = ?",
                            (key,))
