@@ -64,7 +64,21 @@ SNIP = {
 
 
 def test_the_presets_are_the_reference_settings():
-    assert set(PRESETS) == set(REFERENCE) | set(SNIP) | {"cifar10-resnet20-short"}
+    assert set(PRESETS) == set(REFERENCE) | set(SNIP) | {"cifar10-resnet20-short", "custom"}
+
+
+def test_the_custom_setting_is_the_documented_generic_recipe():
+    """No preset: the user's model and data (none of its own) with the recipe that
+    docs/your-own-model-and-data.md states: 30 epochs, batch 128, SGD momentum 0.9, lr 0.1
+    cosine to 0, weight decay 5e-4; NTK-SAP T = 20, R = 5; no hold-out."""
+    custom = PRESETS["custom"]
+    assert (custom.dataset, custom.model, custom.num_classes, custom.holdout) == ("", "", 0, 0.0)
+    assert (custom.prune_rounds, custom.prune_repeats) == (20, 5)
+    assert dataclasses.asdict(custom.train) == dict(
+        epochs=30, batch_size=128, optimizer="sgd", lr=0.1, momentum=0.9, nesterov=False,
+        weight_decay=5e-4, schedule="cosine", milestones=(), gamma=0.1, warmup_epochs=0,
+        label_smoothing=0.0, amp=False, channels_last=False)
+    assert "no paper's" in custom.notes
 
 
 def test_the_short_cifar10_preset_is_the_paper_recipe_with_a_short_cosine_schedule():
