@@ -224,3 +224,80 @@ def test_only_runs_config_knows_how_an_imp_record_nests_its_run():
              if re.search(r"""\.get\(["']run["']""", text)
              and p != SRC / "runs" / "config.py"]
     assert not found, found
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """ntksap module -> the ntksap modules it imports (module- and function-level; ``from X
+    import name`` counts as an import of X.name when that is a module, else of X)."""
+    files = {".".join(p.relative_to(SRC.parent).with_suffix("").parts).removesuffix(".__init__"): p
+             for p in SRC.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for module, path in files.items():
+        package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+        edges = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = package.split(".")
+                if node.level:
+                    base = base[:len(base) - node.level + 1]
+                    source = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    source = node.module or ""
+                for alias in node.names:
+                    target = f"{source}.{alias.name}"
+                    edges.add(target if target in files else source)
+            elif isinstance(node, ast.Import):
+                edges.update(a.name for a in node.names)
+        graph[module] = {e for e in edges if e in files and e != module}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Tarjan's strongly connected components of ``graph`` with more than one node."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in graph.get(node, ()):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return cycles
+
+
+def test_no_import_cycles_in_the_whole_package():
+    """Every strongly connected component of the import graph is a single module
+    (function-level imports count); the detector itself finds a planted cycle."""
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    graph = _module_graph()
+    assert len(graph) > 100 and "ntksap.runs.driver" in graph["ntksap.runs.imp"]
+    assert not _cycles(graph), _cycles(graph)
+
+
+def test_methods_use_only_the_engines_public_selection():
+    """A method computes scores; the one piece of the engine it may call is the public
+    exact-k selection (ntksap.selection.select and its SCOPES), as NTT does for its masks."""
+    for module, names in _package_imports("methods").items():
+        engine = _touches(names, "ntksap.engine", "ntksap.masks")
+        selection = _touches(names, "ntksap.selection") - {
+            "ntksap.selection", "ntksap.selection.select", "ntksap.selection.SCOPES"}
+        assert not engine and not selection, (module, engine, selection)

@@ -477,6 +477,8 @@ def test_each_built_in_data_set_is_one_object_and_the_tables_derive_from_it() ->
     from ntksap.data.user import BUILTIN_NAMES
 
     assert BUILTINS["cifar10"] is cifar10.DATASET and BUILTINS["mnist"] is mnist.DATASET
+    assert list(BUILTINS) == ["cifar10", "cifar100", "tinyimagenet", "imagenet", "mnist",
+                              "folder", "synthetic"]
     assert BUILTIN_NAMES == tuple(BUILTINS)
     assert NUM_CLASSES == {"cifar10": 10, "cifar100": 100, "tinyimagenet": 200, "imagenet": 1000,
                            "mnist": 10}
