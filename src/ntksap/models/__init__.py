@@ -19,8 +19,9 @@ Whatever the source, the harness re-draws the weights of theta_0 with the run's 
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
@@ -31,24 +32,12 @@ from ..errors import ConfigError, UnknownNameError
 from ..init import KAIMING, initialize_, kaiming_init_
 from ..registry import PluginRegistry
 from ..userref import call_with_classes, is_reference, load_factory
-from . import cifar_resnet, imagenet_resnet, lenet, small, vgg
+from .spec import ModelSpec
 
 ENTRY_POINT_GROUP = "ntksap.models"
 TIMM = "timm:"
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    """How to build a model: ``factory(num_classes)``; ``input_shape`` (channels, height,
-    width) it is made for, or None when any shape that the data has will do; ``digest``: the
-    sha256 of the user's source file (``timm-VERSION`` for timm; "" for this package's)."""
-
-    factory: Callable[[int], nn.Module]
-    input_shape: tuple[int, ...] | None
-    description: str
-    num_classes: int | None = None
-    digest: str = ""
-    origin: Any = field(default=None, compare=False, repr=False)  # the user's factory
 
 
 def register_model(name: str, factory: Callable[..., nn.Module], *,
@@ -86,24 +75,16 @@ def _register_entry(name: str, loaded: Any) -> None:
         register_model(name, loaded)
 
 
-MODELS: dict[str, ModelSpec] = PluginRegistry(ENTRY_POINT_GROUP, "model", _register_entry, {
-    **{f"resnet{d}": ModelSpec(lambda k, d=d: cifar_resnet.resnet(d, k), (3, 32, 32),
-                               f"CIFAR ResNet-{d}") for d in (20, 32, 44, 56)},
-    **{f"vgg{d}": ModelSpec(lambda k, d=d: vgg.VGG(d, k), (3, 32, 32),
-                            f"CIFAR VGG-{d} with BatchNorm") for d in (11, 13, 16, 19)},
-    "tiny_resnet18": ModelSpec(imagenet_resnet.resnet18, (3, 64, 64),
-                               "ResNet-18, ImageNet stem (paper's Tiny-ImageNet network)"),
-    "tiny_resnet18_cifar_stem": ModelSpec(imagenet_resnet.resnet18_cifar_stem, (3, 64, 64),
-                                          "ResNet-18, 3x3 stride-1 stem, no max-pool"),
-    "resnet18": ModelSpec(imagenet_resnet.resnet18, (3, 224, 224), "torchvision ResNet-18"),
-    "resnet50": ModelSpec(imagenet_resnet.resnet50, (3, 224, 224), "torchvision ResNet-50"),
-    "lenet300": ModelSpec(lenet.LeNet300100, (1, 28, 28),
-                          "LeNet-300-100 (SNIP paper's MNIST MLP, 266,200 weights)"),
-    "lenet5": ModelSpec(lenet.LeNet5Caffe, (1, 28, 28),
-                        "LeNet-5-Caffe (SNIP paper's MNIST conv net, 430,500 weights)"),
-    "mlp": ModelSpec(lambda k: small.MLP(k), (1, 28, 28), "LeNet-300-100 MLP"),
-    "convnet": ModelSpec(lambda k: small.ConvNet(k), (3, 32, 32), "small conv net for tests"),
-})
+def _builtin_models() -> dict[str, ModelSpec]:
+    """The ``SPECS`` of every model module of this package (adding a model is its module)."""
+    found: dict[str, ModelSpec] = {}
+    for info in pkgutil.iter_modules(__path__):
+        found.update(getattr(importlib.import_module(f"{__name__}.{info.name}"), "SPECS", {}))
+    return found
+
+
+MODELS: dict[str, ModelSpec] = PluginRegistry(ENTRY_POINT_GROUP, "model", _register_entry,
+                                              _builtin_models())
 
 
 def model_spec(name: str) -> ModelSpec:

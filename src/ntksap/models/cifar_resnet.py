@@ -11,6 +11,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .spec import ModelSpec
+
 
 class BasicBlock(nn.Module):
     def __init__(self, in_planes: int, planes: int, stride: int) -> None:
@@ -59,3 +61,7 @@ def resnet(depth: int, num_classes: int = 10) -> CifarResNet:
     if (depth - 2) % 6:
         raise ValueError(f"CIFAR ResNet depth must be 6n + 2 (20, 32, 44, 56); got {depth}")
     return CifarResNet((depth - 2) // 6, num_classes)
+
+
+SPECS = {f"resnet{d}": ModelSpec(lambda k, d=d: resnet(d, k), (3, 32, 32), f"CIFAR ResNet-{d}")
+         for d in (20, 32, 44, 56)}

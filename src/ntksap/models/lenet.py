@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .spec import ModelSpec
+
 
 class LeNet300100(nn.Module):
     """LeNet-300-100: fully connected 784-300-100-classes with ReLU after the two hidden
@@ -49,3 +51,11 @@ class LeNet5Caffe(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pool2(self.conv2(self.pool1(self.conv1(x))))
         return self.fc2(torch.relu(self.fc1(x.flatten(1))))
+
+
+SPECS = {
+    "lenet300": ModelSpec(LeNet300100, (1, 28, 28),
+                          "LeNet-300-100 (SNIP paper's MNIST MLP, 266,200 weights)"),
+    "lenet5": ModelSpec(LeNet5Caffe, (1, 28, 28),
+                        "LeNet-5-Caffe (SNIP paper's MNIST conv net, 430,500 weights)"),
+}

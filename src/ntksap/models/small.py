@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from .spec import ModelSpec
+
 
 class MLP(nn.Module):
     """Fully connected ReLU network (default: LeNet-300-100 of the lottery-ticket paper)."""
@@ -42,3 +44,9 @@ class ConvNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.features(x))
+
+
+SPECS = {
+    "mlp": ModelSpec(lambda k: MLP(k), (1, 28, 28), "LeNet-300-100 MLP"),
+    "convnet": ModelSpec(lambda k: ConvNet(k), (3, 32, 32), "small conv net for tests"),
+}

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .spec import ModelSpec
+
 _CONFIGS = {
     11: [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512],
     13: [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512],
@@ -39,3 +41,7 @@ class VGG(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x).flatten(1))
+
+
+SPECS = {f"vgg{d}": ModelSpec(lambda k, d=d: VGG(d, k), (3, 32, 32),
+                              f"CIFAR VGG-{d} with BatchNorm") for d in (11, 13, 16, 19)}
