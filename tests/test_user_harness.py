@@ -4,6 +4,7 @@ setting (no preset), the run's record of the user's code, and the refusals of ba
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -494,3 +495,46 @@ def test_a_results_store_of_the_code_before_is_resumed_and_reported(tmp_path, mo
     assert rc == 0, err
     table = (work / "report" / "results.md").read_text()
     assert "| magnitude |" in table and "| random |" in table
+
+
+# A run field added as one field: normalize_inputs ---------------------------------------------
+
+def test_a_new_run_field_reaches_the_cli_sweeps_identity_data_and_report(tmp_path, capsys):
+    """``normalize_inputs`` was added to RunConfig alone (plus what it does to the data):
+    its flag, its sweep axis, its place in the identity (left out at its default) and in
+    the report's setting name come from the field."""
+    from ntksap.runs import open_data, setting_label
+    from ntksap.sweep import expand
+
+    common = ["--preset", "cifar10-resnet20", "--dataset", "synthetic", "--model", "convnet",
+              "--limit-per-class", "10", "--epochs", "1", "--batch-size", "20", "--method",
+              "magnitude", "--sparsity", "0.5", "--device", "cpu", "--no-progress", "--json",
+              "--out-dir", str(tmp_path)]
+    assert main(["run", *common, "--no-normalize-inputs"]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert main(["run", *common]) == 0
+    normalized = json.loads(capsys.readouterr().out)
+    assert plain["run_dir"] != normalized["run_dir"]
+    config = rundir.read_config(Path(plain["run_dir"]))["config"]
+    assert config["normalize_inputs"] is False
+    default = resolve("cifar10-resnet20", "magnitude", 0.5, dataset="synthetic",
+                      model="convnet", limit_per_class=10,
+                      train_overrides={"epochs": 1, "batch_size": 20})
+    assert "normalize_inputs" not in identity(default)  # old directories keep their names
+    assert Path(normalized["run_dir"]) == run_dir(default, tmp_path)
+    unnormalized = dataclasses.replace(default, normalize_inputs=False)
+    x, _ = next(iter(open_data(unnormalized, None, False, False).train_loader(50)))
+    assert 0.0 <= float(x.min()) and float(x.max()) <= 1.0 and float(x.max()) > 0.5
+    x, _ = next(iter(open_data(default, None, False, False).train_loader(50)))
+    assert float(x.min()) < 0.0  # normalized: centred
+    assert setting_label(dataclasses.asdict(unnormalized)) == (
+        "cifar10-resnet20 [synthetic, convnet, 10/class, normalize_inputs=False, batch_size=20, "
+        "epochs=1]")
+    sweep = expand({"name": "n", "preset": "cifar10-resnet20", "out_dir": str(tmp_path),
+                    "fixed": {"method": "magnitude", "sparsity": 0.5},
+                    "grid": {"normalize_inputs": [True, False]}})
+    assert [j.config.get("normalize_inputs", True) for j in sweep.jobs] == [True, False]
+    with pytest.raises(ConfigError, match="normalize_inputs must be of type"):
+        resolve("cifar10-resnet20", "magnitude", 0.5, normalize_inputs="no")
+    with pytest.raises(ConfigError, match="a run has no field colour"):
+        resolve("cifar10-resnet20", "magnitude", 0.5, colour=True)

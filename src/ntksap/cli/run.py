@@ -21,7 +21,7 @@ from ..methods import METHODS, method_class
 from ..names import DENSE
 from ..runners import IMP, RUNNERS
 from ..runs.checks import check_device
-from ..runs.config import resolve
+from ..runs.config import RunConfig, plain_fields, resolve
 from ..runs.driver import run_experiment
 from ..selection import SCOPES
 from ..train import CUSTOM, PRESETS, TrainConfig
@@ -101,6 +101,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--shared-stream", action="store_true",
                    help="train on the shared data stream (order and augmentation of seed 0, "
                         "the same for every run) instead of this run's seed's own")
+    add_dataclass_args(g, RunConfig, suppress=True,
+                       only=[f.name for f in plain_fields()])  # run fields with no flag above
     add_dataclass_args(p.add_argument_group("training (default: the preset's)"), TrainConfig,
                        suppress=True)
     add_dataclass_args(p.add_argument_group(
@@ -135,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
             scope=args.scope, transform=args.transform,
             limit_per_class=args.limit_per_class, holdout=args.holdout,
             shared_stream=args.shared_stream, init=args.init, input_shape=args.input_shape,
-            train_overrides=dataclass_overrides(TrainConfig, args))
+            train_overrides=dataclass_overrides(TrainConfig, args), **_plain_fields(args))
         summary = run_experiment(config, out_dir=args.out_dir, data_dir=args.data_dir,
                                  download=args.download, device=device,
                                  progress=not args.no_progress, distributed=distributed,
@@ -147,6 +149,12 @@ def run(args: argparse.Namespace) -> int:
         return 0
     _print(args, summary)
     return 0
+
+
+def _plain_fields(args: argparse.Namespace) -> dict:
+    """The values of the run fields whose flags were made from their dataclass field."""
+    names = {f.name for f in plain_fields()}
+    return {k: v for k, v in dataclass_overrides(RunConfig, args).items() if k in names}
 
 
 def _run_imp(args: argparse.Namespace, device: torch.device, distributed: bool) -> int:
@@ -163,7 +171,8 @@ def _run_imp(args: argparse.Namespace, device: torch.device, distributed: bool) 
         method_options=parse_options(args.option, eps=args.eps, samples=args.samples),
         scope=args.scope, transform=args.transform, limit_per_class=args.limit_per_class,
         holdout=args.holdout, shared_stream=args.shared_stream, init=args.init,
-        input_shape=args.input_shape, train_overrides=dataclass_overrides(TrainConfig, args))
+        input_shape=args.input_shape, train_overrides=dataclass_overrides(TrainConfig, args),
+        **_plain_fields(args))
     summary = runner.run(config, out_dir=args.out_dir, data_dir=args.data_dir,
                          download=args.download, device=device, progress=not args.no_progress)
     _print(args, summary)

@@ -113,6 +113,18 @@ class DatasetBundle:
                        prune_data=TargetSubset(plain, kept.tolist()),
                        val=TargetSubset(plain, held.tolist()), _moved={})
 
+    def unnormalized(self) -> DatasetBundle:
+        """This bundle with inputs fed as pixels scaled to [0, 1] (mean 0, std 1 for every
+        channel) instead of normalized by the data set's statistics; in-memory sets only."""
+        if not self.in_memory:
+            raise NtksapError(f"the {self.name} data stream from disk with their own "
+                              "normalization; keep normalize_inputs on for them")
+        zero, one = (0.0,) * self.input_shape[0], (1.0,) * self.input_shape[0]
+        return replace(self, mean=zero, std=one, _moved={},
+                       train=replace(self.train, mean=zero, std=one),
+                       test=replace(self.test, mean=zero, std=one),
+                       val=None if self.val is None else replace(self.val, mean=zero, std=one))
+
     def val_loader(self, batch_size: int, device: torch.device | str = "cpu") -> Loader:
         """Validation batches in order, no augmentation (needs :meth:`hold_out` first)."""
         if self.val is None:

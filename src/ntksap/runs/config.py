@@ -5,7 +5,9 @@ directory: :func:`identity`, :func:`run_dir`) and how a recorded one is read bac
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -63,6 +65,10 @@ class RunConfig:
     # sha256 of the user's code that builds the model / data set ({"model": ..., "dataset":
     # ...}): set by resolve, never given; a changed file is another run
     code_sha256: dict[str, str] = dataclasses.field(default_factory=dict)
+    normalize_inputs: bool = dataclasses.field(default=True, metadata={"help": (
+        "normalize every input by the data set's per-channel mean and std (default); "
+        "--no-normalize-inputs feeds pixels scaled to [0, 1], as some papers' code does "
+        "(in-memory data sets only)")})
 
 
 def resolve(preset: str | None, method: str, sparsity: float, *, seed: int = 0,
@@ -73,7 +79,7 @@ def resolve(preset: str | None, method: str, sparsity: float, *, seed: int = 0,
             eps: float | None = None, holdout: float | None = None,
             method_options: Mapping[str, Any] | None = None,
             shared_stream: bool = False, init: str | None = None,
-            input_shape: tuple[int, ...] | None = None) -> RunConfig:
+            input_shape: tuple[int, ...] | None = None, **fields: Any) -> RunConfig:
     """A complete :class:`RunConfig` from a preset and the flags that override it.
 
     ``preset`` None (or "") is the ``custom`` setting: the user's ``model`` and ``dataset``
@@ -95,6 +101,9 @@ def resolve(preset: str | None, method: str, sparsity: float, *, seed: int = 0,
     theta_0 (the weights that are scored and trained) is drawn (:data:`ntksap.init.INITS`;
     default ``kaiming``, every preset's; the ``reinit`` sanity check re-draws with it);
     NTK-SAP's fresh draws inside its scoring stay Kaiming-normal, as in its paper.
+    ``fields``: any other field of :class:`RunConfig` (:func:`plain_fields`), checked by its
+    type and by the check its ``metadata["check"]`` names, if any: a field added to
+    RunConfig needs no parameter here.
 
     ``None`` (or ``""`` for a name) means "not given": the preset's or the method's value.
     A given count (num_classes, rounds, repeats, limit_per_class) must be a whole number >= 1:
@@ -149,9 +158,52 @@ def resolve(preset: str | None, method: str, sparsity: float, *, seed: int = 0,
         limit_per_class=limit_per_class or 0,
         train=dataclasses.replace(p.train, **(train_overrides or {})), method_options=options,
         holdout=float(p.holdout if holdout is None else holdout), shared_stream=shared_stream,
-        init=init, input_shape=input_shape, code_sha256=code)
+        init=init, input_shape=input_shape, code_sha256=code,
+        **_checked_fields(fields))
     check_method_options(config)
     return config
+
+
+def plain_fields() -> list[dataclasses.Field]:
+    """The fields of :class:`RunConfig` that :func:`resolve` takes as they are (no parameter
+    of their own, no preset default): a field added to RunConfig is one of them; its
+    ``metadata["help"]`` is its command-line help."""
+    own = set(inspect.signature(resolve).parameters) | {"train", "code_sha256"}
+    return [f for f in dataclasses.fields(RunConfig) if f.name not in own]
+
+
+def _checked_fields(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` of :func:`plain_fields`, type-checked; unknown names refused."""
+    plain = {f.name: f for f in plain_fields()}
+    unknown = sorted(set(values) - set(plain))
+    if unknown:
+        raise ConfigError(f"a run has no field {', '.join(unknown)}; its fields are "
+                          f"{', '.join(f.name for f in dataclasses.fields(RunConfig))}")
+    hints = typing.get_type_hints(RunConfig)
+    out = {}
+    for name, value in values.items():
+        if value is None:
+            continue  # not given: the field's default
+        if not _fits(value, hints[name]):
+            raise ConfigError(f"run field {name} must be of type {hints[name]}; got {value!r}")
+        check = plain[name].metadata.get("check")
+        if check is not None:
+            check(value)
+        out[name] = tuple(value) if isinstance(value, list) else value
+    return out
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    base = typing.get_origin(hint) or hint
+    if base is bool:
+        return isinstance(value, bool)
+    if base is float:
+        return _is_number(value)
+    if base is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if base in (tuple, list):
+        return isinstance(value, list | tuple)
+    return isinstance(value, base) if isinstance(base, type) else True
 
 
 def _check_input_shape(shape: Any, dataset: str) -> tuple[int, ...]:
@@ -405,6 +457,10 @@ def setting_label(config: Mapping[str, Any]) -> str:
         bits.append(f"holdout={holdout:g}")
     if config.get("init", KAIMING) != KAIMING:  # runs before the field: Kaiming
         bits.append(f"init={config['init']}")
+    for field in plain_fields():  # runs before a field: its default
+        value = config.get(field.name, _default(field))
+        if value != _default(field):
+            bits.append(f"{field.name}={_short(value)}")
     train, base = config.get("train") or {}, defaults.get("train") or {}
     for name, value in sorted(train.items()):
         if name in base and _plain(base[name]) != _plain(value):

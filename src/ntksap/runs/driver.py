@@ -228,6 +228,8 @@ def open_data(config: RunConfig, data_dir: str | Path | None, download: bool,
                               f"preset {config.preset!r} needs {config.num_classes}"
                               if preset.name != CUSTOM else
                               f"the run was planned with {config.num_classes}"))
+    if not config.normalize_inputs:
+        bundle = bundle.unnormalized()
     return bundle.hold_out(config.holdout) if config.holdout else bundle
 
 

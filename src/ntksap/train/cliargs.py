@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import types
 import typing
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -72,13 +73,16 @@ def _argument_kwargs(cls: type, name: str, hint: Any) -> dict[str, Any]:
 
 
 def add_dataclass_args(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: type,
-                       defaults: Any = None, prefix: str = "", suppress: bool = False) -> None:
+                       defaults: Any = None, prefix: str = "", suppress: bool = False,
+                       only: Iterable[str] | None = None) -> None:
     """Add one flag per init field of dataclass ``cls``; defaults come from ``defaults`` (an
     instance of ``cls``, e.g. a preset's config) or else the field defaults. With
-    ``suppress`` a flag not given leaves no attribute: see :func:`dataclass_overrides`."""
+    ``suppress`` a flag not given leaves no attribute: see :func:`dataclass_overrides`.
+    ``only``: the names of the fields to add (default: all)."""
     hints = typing.get_type_hints(cls)
+    chosen = None if only is None else set(only)
     for f in dataclasses.fields(cls):
-        if not f.init:
+        if not f.init or (chosen is not None and f.name not in chosen):
             continue
         kwargs = _argument_kwargs(cls, f.name, hints[f.name])
         if defaults is not None:
