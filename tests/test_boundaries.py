@@ -301,3 +301,13 @@ def test_methods_use_only_the_engines_public_selection():
         selection = _touches(names, "ntksap.selection") - {
             "ntksap.selection", "ntksap.selection.select", "ntksap.selection.SCOPES"}
         assert not engine and not selection, (module, engine, selection)
+
+
+def test_only_the_runs_package_and_the_layout_read_a_runs_config():
+    """config.json is read by ntksap.rundir (the layout) and, through it, by ntksap.runs
+    (read_run, and the drivers of the run itself); nobody else reads it."""
+    for path, text in _sources().items():
+        where = path.relative_to(SRC).parts
+        if where[0] in ("runs", "rundir.py"):
+            continue
+        assert not re.search(r"read_config\(|read_record\(|config_path\(", text), path

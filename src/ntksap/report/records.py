@@ -25,9 +25,9 @@ from .. import rundir
 from ..epochs import diverged_epoch, val_selected
 from ..errors import ConfigError, MaskMismatchError
 from ..masks import Masks
-from ..rundir import read_json
 from ..runners import Runner, label, runner_for_job
-from ..runs.config import normalize_record, run_settings, setting_label
+from ..runs.config import setting_label
+from ..runs.record import read_run, record_settings
 
 VARIANT_FIELDS = ("transform", "rounds", "scope", "rewind_epoch")  # and every method option
 OPTION = "method_options."  # prefix of a method option's field name (``method_options.eps``)
@@ -121,7 +121,7 @@ def _from_store(path: Path, sweep: str | None) -> list[Point]:
     points = []
     for row in rows:
         runner = runner_for_job(row["kind"], row["config"])
-        config, extra = _settings(row["config"])
+        config, extra = record_settings(row["config"])
         summary = row["summary"] or {}
         run_dir = _located(Path(row["run_dir"]), path, row["key"]) if row["run_dir"] else None
         base = Point(row["key"], row["status"], config.get("method", ""),
@@ -143,13 +143,6 @@ def _located(run_dir: Path, store: Path, key: str) -> Path:
     return moved if moved.is_dir() else run_dir
 
 
-def _settings(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A recorded config's run fields (normalized) and the fields its kind of run adds
-    around them (IMP's ``rewind_epoch``)."""
-    run = run_settings(data)
-    return normalize_record(run), {k: v for k, v in data.items() if k != "run"} \
-        if "run" in data else {}
-
 
 def _from_folder(root: Path) -> list[Point]:
     points = []
@@ -157,21 +150,17 @@ def _from_folder(root: Path) -> list[Point]:
         if rundir.is_round_dir(directory) and rundir.has_config(directory.parent):
             continue  # an IMP round, reported through its IMP run
         key = f"{directory.parent.name}/{directory.name}"
-        record, problem = read_json(rundir.config_path(directory))
-        if problem is not None:
+        run = read_run(directory)
+        if not run.settings and run.problem is not None:  # config.json unreadable
             points.append(Point(key, "unreadable", "", 0.0, 0, {}, run_dir=directory,
-                                error=problem))
+                                error=run.problem))
             continue
-        data = record.get("config", {})
-        runner = runner_for_job(record.get("kind", "run"), data)
-        config, extra = _settings(data)
-        summary_path = rundir.summary_path(directory)
-        summary, problem = read_json(summary_path) if summary_path.exists() else ({}, None)
-        status = "unreadable" if problem else "done" if summary else "unfinished"
-        base = Point(key, status, config.get("method", ""), float(config.get("sparsity", 0.0)),
-                     int(config.get("seed", 0)), {**config, **extra},
-                     summary.get("final_test_acc"), summary.get("best_test_acc"), directory,
-                     error=problem)
+        runner = runner_for_job(run.kind, {**run.settings})
+        config, summary = run.settings, run.summary
+        base = Point(key, run.status, config.get("method", ""),
+                     float(config.get("sparsity", 0.0)), int(config.get("seed", 0)),
+                     {**config, **run.extra}, summary.get("final_test_acc"),
+                     summary.get("best_test_acc"), directory, error=run.problem)
         points += _expand(base, runner, summary)
     return points
 

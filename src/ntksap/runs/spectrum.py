@@ -33,7 +33,7 @@ from ..models import input_shape as model_input_shape
 from ..names import DENSE
 from ..ntk.compare import DENSE_NETWORK, compare_spectra, finite
 from ..ntk.memory import DEFAULT_BUDGET, check_kernel_fits, parse_bytes
-from .config import run_settings
+from .record import read_run
 
 SPECTRUM_FILE = rundir.SPECTRUM
 
@@ -76,8 +76,7 @@ def find_runs(paths: Iterable[str | Path]) -> list[Path]:
 
 
 def _expand(directory: Path, named: bool) -> list[Path]:
-    record = rundir.read_record(directory)
-    if record is not None and record.get("kind") == "imp":
+    if read_run(directory).kind == "imp":
         rounds = rundir.pruned_rounds(directory)
         if not rounds and named:
             raise ConfigError(f"IMP run {directory} has no pruned round yet "
@@ -93,9 +92,7 @@ def _expand(directory: Path, named: bool) -> list[Path]:
 
 
 def _imp_round(directory: Path) -> bool:
-    record = rundir.read_record(directory.parent)
-    return (rundir.is_round_dir(directory) and record is not None
-            and record.get("kind") == "imp")
+    return rundir.is_round_dir(directory) and read_run(directory.parent).kind == "imp"
 
 
 def network(directory: str | Path) -> RunNetwork:
@@ -105,10 +102,8 @@ def network(directory: str | Path) -> RunNetwork:
     directory = Path(directory)
     imp_round = _imp_round(directory)
     home = directory.parent if imp_round else directory
-    record = rundir.read_record(home)
-    config = (record or {}).get("config", {})
-    config = run_settings(config) if isinstance(config, dict) else {}
-    if not isinstance(config, dict) or not config.get("model"):
+    config = read_run(home).settings
+    if not config.get("model"):
         raise ConfigError(f"{directory} is not a run directory: no {rundir.CONFIG} naming a "
                           "model")
     weights = rundir.initial_weights(home, imp=imp_round)
@@ -165,8 +160,4 @@ def run_spectrum(directory: str | Path, *, inputs: int = 100, input_seed: int = 
 
 def _input_shape(directory: Path, model: str) -> tuple[int, ...]:
     """The shape of the run's data (recorded since user models; else the model's own)."""
-    try:
-        recorded = (rundir.read_config(directory).get("data") or {}).get("input_shape")
-    except (OSError, ValueError):
-        recorded = None
-    return model_input_shape(model, recorded)
+    return model_input_shape(model, read_run(directory).data.get("input_shape"))
