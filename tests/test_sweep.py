@@ -123,6 +123,7 @@ def test_eps_reaches_ntksap_and_old_run_dirs_keep_their_names(tmp_path):
     fields.pop("init")  # and this one
     fields.pop("input_shape")  # and the custom setting's two
     fields.pop("code_sha256")
+    fields.pop("normalize_inputs")
     old = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
     assert run_dir(plain, "o").name.endswith(old)
     assert resolve("cifar10-resnet20", "ntksap", 0.5, eps=0.01) == plain  # the default
@@ -144,6 +145,7 @@ def test_imp_directories_made_before_holdout_existed_keep_their_name():
     fields["run"].pop("init")  # (and this one)
     fields["run"].pop("input_shape")  # (and the custom setting's two)
     fields["run"].pop("code_sha256")
+    fields["run"].pop("normalize_inputs")
     del fields["run"]["method_options"]  # ... and before method_options: R and eps fields
     fields["run"].update(repeats=0, eps=0.0)
     old = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]

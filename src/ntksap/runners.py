@@ -25,12 +25,10 @@ from typing import Any, Protocol
 
 from . import rundir
 from .errors import ConfigError
-from .names import DENSE
+from .names import DENSE, IMP, PRUNE, kind_of
 from .runs.config import RunConfig, config_from_dict, identity, resolve, run_dir, run_settings
 from .runs.driver import finished_summary, run_experiment
 from .train.checkpoint import read_done
-
-IMP = "imp"
 
 
 class Runner(Protocol):
@@ -40,9 +38,6 @@ class Runner(Protocol):
     job_kind: str
     baseline: bool
     sanity_checks: bool  # whether a sweep's sanity checks (shuffle, reinit, ...) apply
-
-    def handles(self, method: str) -> bool:
-        """Whether a run of ``method`` (a sweep point's or a record's) is of this kind."""
 
     def config(self, preset: str, method: str, sparsity: float, **kwargs: Any) -> Any:
         """The run's config from a preset (like :func:`ntksap.runs.resolve`)."""
@@ -109,19 +104,13 @@ class DenseRunner(_Experiment):
     baseline = True
     sanity_checks = False
 
-    def handles(self, method: str) -> bool:
-        return method == DENSE
-
 
 class PruneRunner(_Experiment):
     """Prune at initialization with a registered method, then train."""
 
-    name = "prune"
+    name = PRUNE
     baseline = False
     sanity_checks = True
-
-    def handles(self, method: str) -> bool:
-        return method not in (DENSE, IMP)
 
 
 class ImpRunner:
@@ -132,9 +121,6 @@ class ImpRunner:
     job_kind = "imp"
     baseline = False
     sanity_checks = False
-
-    def handles(self, method: str) -> bool:
-        return method == IMP
 
     def config(self, preset: str, method: str, sparsity: float, **kwargs: Any) -> Any:
         from .runs.imp import imp_config
@@ -173,23 +159,24 @@ RUNNERS: dict[str, Runner] = {"dense": DenseRunner(), "prune": PruneRunner(), "i
 
 
 def runner_for_method(method: str) -> Runner:
-    """The runner of a run of ``method`` (a sweep point's, a config's or a record's)."""
-    return next(r for r in RUNNERS.values() if r.handles(method))
+    """The runner of a run of ``method`` (a sweep point's or a command line's): its kind's
+    (:func:`ntksap.names.kind_of`)."""
+    return RUNNERS[kind_of(method)]
 
 
 def runner_for(config: Any) -> Runner:
-    """The runner of ``config`` (a :class:`RunConfig` or an IMP config)."""
-    run = config if isinstance(config, RunConfig) else config.run
-    return runner_for_method(run.method)
+    """The runner of ``config`` (a :class:`RunConfig` or an IMP config): its ``kind``'s."""
+    return RUNNERS[config.kind]
 
 
 def runner_for_job(kind: str, data: dict[str, Any]) -> Runner:
-    """The runner of a store row (its ``kind`` and recorded ``config``)."""
-    for runner in RUNNERS.values():
-        if runner.job_kind == kind and runner.handles(run_settings(data).get("method", "")):
-            return runner
-    kinds = sorted({r.job_kind for r in RUNNERS.values()})
-    raise ConfigError(f"unknown job kind {kind!r}; known: {', '.join(kinds)}")
+    """The runner of a store row or a ``config.json`` (its job ``kind``, "run" or "imp", and
+    its recorded ``config``)."""
+    runner = RUNNERS[kind_of(run_settings(data).get("method", ""))]
+    if runner.job_kind != kind:
+        kinds = sorted({r.job_kind for r in RUNNERS.values()})
+        raise ConfigError(f"unknown job kind {kind!r}; known: {', '.join(kinds)}")
+    return runner
 
 
 def label(method: str) -> str:

@@ -18,8 +18,8 @@ from ..engine import TRANSFORMS
 from ..errors import ConfigError
 from ..init import INITS
 from ..methods import METHODS, method_class
-from ..names import DENSE
-from ..runners import IMP, RUNNERS
+from ..names import DENSE, IMP
+from ..runners import RUNNERS
 from ..runs.checks import check_device
 from ..runs.config import RunConfig, plain_fields, resolve
 from ..runs.driver import run_experiment

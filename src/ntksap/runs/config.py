@@ -24,7 +24,7 @@ from ..errors import (
 from ..init import KAIMING, check_init
 from ..methods import METHODS, check_options, method_class, option_defaults, option_fields
 from ..models import model_spec
-from ..names import DENSE
+from ..names import DENSE, kind_of
 from ..selection import SCOPES
 from ..train import CUSTOM, PRESETS, TrainConfig, get_preset
 from ..train.config import Preset
@@ -69,6 +69,11 @@ class RunConfig:
         "normalize every input by the data set's per-channel mean and std (default); "
         "--no-normalize-inputs feeds pixels scaled to [0, 1], as some papers' code does "
         "(in-memory data sets only)")})
+
+    @property
+    def kind(self) -> str:
+        """``dense``, ``prune`` or ``imp`` (:func:`ntksap.names.kind_of` of the method)."""
+        return kind_of(self.method)
 
 
 def resolve(preset: str | None, method: str, sparsity: float, *, seed: int = 0,

@@ -47,6 +47,11 @@ class ImpConfig:
     run: RunConfig
     rewind_epoch: int = 0
 
+    @property
+    def kind(self) -> str:
+        """``imp``, the kind of its run's method."""
+        return self.run.kind
+
 
 def imp_config(preset: str, sparsity: float, *, rounds: int = 0, rewind_epoch: int = 0,
                **kwargs: Any) -> ImpConfig:
