@@ -1,4 +1,5 @@
-"""``ntksap run``: prune with any method, train with a preset's settings, report.
+"""``ntksap run``: one run of any kind (dense, prune at initialization with any method, or
+IMP), through its runner (:mod:`ntksap.runners`): prune, train with a preset's settings, report.
 
 Under ``torchrun --nproc-per-node N -m ntksap run ...`` it trains with DistributedDataParallel
 (gloo on CPU, NCCL on GPU); the mask is computed once, on rank 0, and broadcast.
@@ -19,10 +20,9 @@ from ..errors import ConfigError
 from ..init import INITS
 from ..methods import METHODS, method_class
 from ..names import DENSE, IMP
-from ..runners import RUNNERS
+from ..runners import runner_for_method
 from ..runs.checks import check_device
-from ..runs.config import RunConfig, plain_fields, resolve
-from ..runs.driver import run_experiment
+from ..runs.config import RunConfig, plain_fields
 from ..selection import SCOPES
 from ..train import CUSTOM, PRESETS, TrainConfig
 from ..train.cliargs import (
@@ -126,22 +126,31 @@ def run(args: argparse.Namespace) -> int:
     device = _device(args.device, distributed)
     if distributed and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    if args.method == IMP:
-        return _run_imp(args, device, distributed)
+    runner = runner_for_method(args.method)
+    logging = dataclass_from_args(LoggingConfig, args)
+    options = dict(out_dir=args.out_dir, data_dir=args.data_dir, download=args.download,
+                   device=device, progress=not args.no_progress)
+    extra: dict = {}
+    if runner.name == IMP:  # one process, its run directory its only record
+        if distributed or logging != LoggingConfig():
+            raise ConfigError("--method imp trains in one process and logs to its run "
+                              "directory only: drop torchrun, --tensorboard and --wandb")
+        extra = dict(rewind_epoch=args.rewind_epoch or 0, rounds=args.rounds or 0)
+    else:
+        options.update(distributed=distributed, logging=logging)
+        extra = dict(rounds=args.rounds)
     try:
-        config = resolve(
+        config = runner.config(
             args.preset, args.method, args.sparsity or 0.0, seed=args.seed,
             dataset=args.dataset, model=args.model, num_classes=args.num_classes,
-            rounds=args.rounds, repeats=args.repeats,
+            repeats=args.repeats,
             method_options=parse_options(args.option, eps=args.eps, samples=args.samples),
             scope=args.scope, transform=args.transform,
             limit_per_class=args.limit_per_class, holdout=args.holdout,
             shared_stream=args.shared_stream, init=args.init, input_shape=args.input_shape,
-            train_overrides=dataclass_overrides(TrainConfig, args), **_plain_fields(args))
-        summary = run_experiment(config, out_dir=args.out_dir, data_dir=args.data_dir,
-                                 download=args.download, device=device,
-                                 progress=not args.no_progress, distributed=distributed,
-                                 logging=dataclass_from_args(LoggingConfig, args))
+            train_overrides=dataclass_overrides(TrainConfig, args), **extra,
+            **_plain_fields(args))
+        summary = runner.run(config, **options)
     finally:
         if distributed and dist.is_initialized():
             dist.destroy_process_group()
@@ -155,28 +164,6 @@ def _plain_fields(args: argparse.Namespace) -> dict:
     """The values of the run fields whose flags were made from their dataclass field."""
     names = {f.name for f in plain_fields()}
     return {k: v for k, v in dataclass_overrides(RunConfig, args).items() if k in names}
-
-
-def _run_imp(args: argparse.Namespace, device: torch.device, distributed: bool) -> int:
-    """``--method imp``: the IMP runner's config and driver (:mod:`ntksap.runs.imp`)."""
-    logging = dataclass_from_args(LoggingConfig, args)
-    if distributed or logging != LoggingConfig():
-        raise ConfigError("--method imp trains in one process and logs to its run directory "
-                          "only: drop torchrun, --tensorboard and --wandb")
-    runner = RUNNERS[IMP]
-    config = runner.config(
-        args.preset, IMP, args.sparsity or 0.0, seed=args.seed, dataset=args.dataset,
-        model=args.model, num_classes=args.num_classes, rounds=args.rounds or 0,
-        rewind_epoch=args.rewind_epoch or 0, repeats=args.repeats,
-        method_options=parse_options(args.option, eps=args.eps, samples=args.samples),
-        scope=args.scope, transform=args.transform, limit_per_class=args.limit_per_class,
-        holdout=args.holdout, shared_stream=args.shared_stream, init=args.init,
-        input_shape=args.input_shape, train_overrides=dataclass_overrides(TrainConfig, args),
-        **_plain_fields(args))
-    summary = runner.run(config, out_dir=args.out_dir, data_dir=args.data_dir,
-                         download=args.download, device=device, progress=not args.no_progress)
-    _print(args, summary)
-    return 0
 
 
 def _print(args: argparse.Namespace, summary: dict) -> None:
