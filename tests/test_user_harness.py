@@ -538,3 +538,19 @@ def test_a_new_run_field_reaches_the_cli_sweeps_identity_data_and_report(tmp_pat
         resolve("cifar10-resnet20", "magnitude", 0.5, normalize_inputs="no")
     with pytest.raises(ConfigError, match="a run has no field colour"):
         resolve("cifar10-resnet20", "magnitude", 0.5, colour=True)
+
+
+def test_the_ntk_tools_take_a_user_models_run(user_code, capsys):
+    """``ntksap ntk --runs`` on a run of a file-defined model: the model is rebuilt from its
+    reference and fed inputs of the run's recorded shape (the model declares none)."""
+    rc, out, err = _cli(capsys, "run", "--model", "mine/net.py:make", "--dataset",
+                        "mine/data.py:splits", "--method", "snip", "--sparsity", "0.5",
+                        "--epochs", "1", "--batch-size", "15", "--device", "cpu",
+                        "--no-progress", "--json")
+    assert rc == 0, err
+    directory = Path(json.loads(out)["run_dir"])
+    rc, out, err = _cli(capsys, "ntk", "--runs", str(directory), "--inputs", "4")
+    assert rc == 0, err
+    spectrum = json.loads((directory / "ntk_spectrum.json").read_text())
+    assert len(spectrum["eigenvalues"]) == 4 * 3  # 4 inputs x 3 logits
+    assert spectrum["sparsity"] == pytest.approx(0.5, abs=1e-3)
