@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from .data.user import register_dataset
 from .engine import density_schedule, prune, score
+from .interop import from_torch_prune, load_pruned, to_torch_prune
 from .masks import Masks, exclude_layers, measured_sparsity, prunable_layers
 from .methods import METHODS, Method, register_method
 from .models import MODELS, build_model, register_model
@@ -22,6 +23,8 @@ __all__ = [
     "build_model",
     "density_schedule",
     "exclude_layers",
+    "from_torch_prune",
+    "load_pruned",
     "measured_sparsity",
     "prunable_layers",
     "prune",
@@ -29,4 +32,5 @@ __all__ = [
     "register_method",
     "register_model",
     "score",
+    "to_torch_prune",
 ]

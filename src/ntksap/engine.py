@@ -22,6 +22,7 @@ from .errors import (
     NtksapError,
 )
 from .init import KAIMING, check_init, initialize_
+from .interop import is_torch_pruned
 from .layers import dense_weights, raw_weight
 from .masks import LayerFilter, Masks, fingerprint, prunable_layers
 from .methods import Method, ScoreContext, ScoringNet, check_options, method_class
@@ -151,6 +152,12 @@ def prune(model: nn.Module, method: str | Method, sparsity: float, *,
     """
     start = time.perf_counter()
     check_init(init)
+    if is_torch_pruned(model):
+        raise NtksapError(
+            f"{type(model).__name__} is pruned with torch.nn.utils.prune, whose masks ntksap "
+            "does not score through: read them with ntksap.from_torch_prune(model), remove "
+            "torch's pruning (torch.nn.utils.prune.remove on each layer), then apply the masks "
+            "(masks.apply(model)) and prune that model")
     scorer, plan = _validate(model, method, sparsity, rounds, schedule, scope, transform,
                              layer_filter, options)
     dense = dense_weights(model)

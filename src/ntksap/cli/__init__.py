@@ -7,6 +7,7 @@ import errno
 import sys
 import warnings
 
+from .. import __version__
 from ..errors import NtksapError
 from . import compare_masks, lab, ntk, prune, report, run, sweep
 
@@ -35,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="ntksap", description="Prune neural networks at initialization (NTK-SAP and "
         "baselines), train them, and look at their tangent kernels.")
+    parser.add_argument("--version", action="version", version=f"ntksap {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for module in COMMANDS.values():
         module.add_parser(sub)

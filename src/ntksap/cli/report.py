@@ -9,7 +9,11 @@ the page and in results.md with their directory; a source without any run is an 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
+import math
 import sys
+from typing import Any
 
 from .helpformat import DefaultsFormatter, description
 
@@ -28,6 +32,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overlap-sparsity", type=float, default=None, metavar="S",
                    help="sparsity (a fraction, e.g. 0.982) of the mask-overlap heatmap across "
                         "methods (default: the highest with masks of two methods)")
+    p.add_argument("--json", action="store_true",
+                   help="print the table as one JSON object (its rows, with the files "
+                        "written) instead of the summary lines")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,6 +47,9 @@ def run(args: argparse.Namespace) -> int:
     flagged = sum(bool(p.collapse and (p.collapse["layers"] or p.collapse.get("disconnected")))
                   for p in report.points)
     diverged = sum(p.diverged_epoch is not None for p in report.points)
+    if args.json:
+        print(json.dumps(_as_json(report), allow_nan=False, default=str))
+        return 0 if report.figures else 1
     print(f"report of {done} finished networks ({len(report.rows)} table rows, "
           f"{len(report.figures)} figures, {flagged} with layer collapse, {diverged} "
           f"diverged): {report.html}")
@@ -64,3 +74,14 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     return 0
+
+
+def _as_json(report: Any) -> dict[str, Any]:
+    """The report as data: its table rows (each field of a row; NaN as null) and the files
+    it wrote."""
+    rows = [{k: (None if isinstance(v, float) and math.isnan(v) else v)
+             for k, v in dataclasses.asdict(row).items()} for row in report.rows]
+    return {"rows": rows, "html": str(report.html), "csv": str(report.csv),
+            "markdown": str(report.markdown), "figures": [str(f) for f in report.figures],
+            "runs": {s: sum(p.status == s for p in report.points)
+                     for s in dict.fromkeys(p.status for p in report.points)}}
