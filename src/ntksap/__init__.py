@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+from importlib import metadata
+
 from .data.user import register_dataset
 from .engine import density_schedule, prune, score
 from .interop import from_torch_prune, load_pruned, to_torch_prune
@@ -13,7 +15,10 @@ from .masks import Masks, exclude_layers, measured_sparsity, prunable_layers
 from .methods import METHODS, Method, register_method
 from .models import MODELS, build_model, register_model
 
-__version__ = "0.1.0"
+try:
+    __version__ = metadata.version("ntksap")  # one source: pyproject.toml
+except metadata.PackageNotFoundError:  # pragma: no cover - a source tree not installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "METHODS",

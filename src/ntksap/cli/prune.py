@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from .. import rundir
+from ..cost import cost, format_count
 from ..effective import UntraceableModelError
 from ..engine import SCHEDULES, TRANSFORMS, check_sparsity, make_method, prune
 from ..errors import ConfigError
@@ -100,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         masks.save(args.out)
     effective, why = _effective(masks, model, input_shape)
+    counts = cost(model, masks, input_shape, effective)
+    flops = {r["name"]: r for r in counts["layers"]}
     if args.json:
         on_path = {r["name"]: r["density"] for r in effective.layers()} if effective else {}
         print(json.dumps({
@@ -110,9 +113,13 @@ def run(args: argparse.Namespace) -> int:
             "out": args.out, "collapsed_layers": masks.meta["collapsed_layers"],
             "start_weights": masks.meta["start_weights"],
             **{k: masks.meta.get(k) for k in METHODS[args.method].reports},
+            "params": counts["params"], "flops": counts["flops"],
             "layers": [{"name": r["name"], "shape": r["shape"], "density": r["density"],
                         "effective_density": on_path.get(r["name"]),
-                        "remaining": r["remaining"]} for r in masks.layers()],
+                        "remaining": r["remaining"],
+                        "flops": {k: flops[r["name"]][k] for k in ("dense", "sparse",
+                                                                   "effective")}}
+                       for r in masks.layers()],
         }))
     else:
         print(masks.table(effective))
@@ -122,6 +129,11 @@ def run(args: argparse.Namespace) -> int:
               + f") in {seconds:.1f} s" + (f"; masks written to {args.out}" if args.out else ""))
         print("effective: kept weights on no input-output path count as pruned" if effective
               else f"effective sparsity not computed: {why}")
+        p, f = counts["params"], counts["flops"]
+        print(f"parameters: dense {format_count(p['dense'])}, sparse {format_count(p['sparse'])}"
+              f", effective {format_count(p['effective'])}; multiply-adds per example (Conv/"
+              f"Linear): dense {format_count(f['dense'])}, sparse {format_count(f['sparse'])}"
+              f", effective {format_count(f['effective'])}")
     return 0
 
 

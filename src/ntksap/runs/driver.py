@@ -16,6 +16,7 @@ import torch.distributed as dist
 
 from .. import rundir
 from ..atomic import is_disk_full, remove_stale_temporaries
+from ..cost import cost
 from ..data import DatasetShapeError, load_dataset
 from ..data.bundle import IMAGE_SHAPES, check_image_shape
 from ..effective import effective_sparsity, layer_report, sparsity_of_report
@@ -166,6 +167,7 @@ def summarize(config: RunConfig, directory: Path, model: torch.nn.Module, masks:
         "best_epoch": result["best_epoch"], "epochs": config.train.epochs,
         "input_shape": list(bundle.input_shape),
         "effective_sparsity": _effective_sparsity(directory, model, masks, bundle.input_shape),
+        **_cost(directory, model, masks, bundle.input_shape),
         "holdout": config.holdout, "final_val_acc": _val_accuracy(model, bundle, config, device),
         "val_selected_epoch": result.get("val_selected_epoch"),
         "val_selected_test_acc": result.get("val_selected_test_acc"),
@@ -276,6 +278,24 @@ def _write_config(directory: Path, config: RunConfig, device: torch.device, worl
             raise ConfigError(f"{path} records another config; move the directory away")
         return
     rundir.write_config(directory, record)
+
+
+def _cost(directory: Path, model: torch.nn.Module, masks: Masks | None,
+          input_shape: tuple[int, ...]) -> dict[str, Any]:
+    """``params`` and ``flops`` (dense, sparse, effective; :mod:`ntksap.cost`), the effective
+    counts from the densities report pruning wrote; {} for a model the count cannot run."""
+    masks = masks if masks is not None else Masks.of(model)
+    on_path = None
+    try:
+        rows = json.loads(rundir.densities_path(directory).read_text(encoding="utf-8"))
+        on_path = {r["name"]: round(r["effective_density"] * r["total"]) for r in rows}
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # no report (dense), or no effective densities: effective counts None
+    try:
+        counts = cost(model, masks, input_shape, on_path)
+    except (RuntimeError, ValueError):
+        return {}
+    return {"params": counts["params"], "flops": counts["flops"]}
 
 
 def _effective_sparsity(directory: Path, model: torch.nn.Module, masks: Masks | None,
