@@ -90,3 +90,37 @@ def test_version_and_report_json(tmp_path, capsys):
     assert sorted(r["method"] for r in report["rows"]) == ["magnitude", "random"]
     assert all(r["sparsity"] == 50.0 and r["n"] == 1 for r in report["rows"])
     assert report["runs"] == {"done": 2} and report["figures"]
+
+
+@pytest.mark.parametrize(("holdout", "lr"), [(0.2, 0.5), (0.0, 1.0)])
+def test_the_selected_epochs_weights_are_kept_and_load_with_their_masks(tmp_path, holdout, lr):
+    """best.pt holds the model (masks included) at the validation-selected epoch, or, with
+    no hold-out, at the best test epoch (named "test"); loaded into a fresh model it scores
+    that epoch's recorded test accuracy. A constant, large learning rate makes an earlier
+    epoch than the last the selected one (epoch 2 of 5 with the hold-out, 1 without)."""
+    from ntksap.data import load_dataset
+    from ntksap.epochs import val_selected
+    from ntksap.runs import resolve, run_experiment
+    from ntksap.train.loop import evaluate
+
+    config = resolve("cifar10-resnet20", "magnitude", 0.5, dataset="synthetic",
+                     model="convnet", limit_per_class=20, holdout=holdout, seed=1,
+                     train_overrides={"epochs": 5, "batch_size": 20, "lr": lr,
+                                      "schedule": "multistep", "milestones": ()})
+    summary = run_experiment(config, out_dir=tmp_path, progress=False)
+    directory = tmp_path / "cifar10-resnet20" / summary["run_dir"].rsplit("/", 1)[-1]
+    metrics = [json.loads(line) for line in (directory / "metrics.jsonl").read_text().splitlines()]
+    if holdout:
+        assert summary["selected_on"] == "validation"
+        assert summary["selected_epoch"] == val_selected(metrics)[0]
+    else:
+        assert summary["selected_on"] == "test"
+        assert summary["selected_epoch"] == summary["best_epoch"]
+    assert summary["best_checkpoint"] == "best.pt" and summary["selected_epoch"] < 5
+    fresh = build_model("convnet", 10, seed=5)
+    masks = ntksap.load_pruned(fresh, torch.load(directory / "best.pt", weights_only=True))
+    assert masks.sparsity == pytest.approx(0.5, abs=1e-3)
+    test = load_dataset("synthetic", limit_per_class=20, like="cifar10").test_loader(256)
+    _, correct, count = evaluate(fresh, test, config.train, torch.device("cpu"))
+    chosen = next(r for r in metrics if r["epoch"] == summary["selected_epoch"])
+    assert correct / count == pytest.approx(chosen["test_acc"], abs=1e-9)

@@ -25,3 +25,18 @@ def val_selected(metrics: Iterable[dict[str, Any]]) -> tuple[int | None, float |
         return None, None
     best = max(scored, key=lambda r: (r["val_acc"], -r["epoch"]))
     return int(best["epoch"]), best["test_acc"]
+
+
+def selected_epoch(metrics: Iterable[dict[str, Any]]) -> tuple[int | None, str]:
+    """The epoch whose weights a run keeps as its best (``best.pt``) and the split that chose
+    it: the validation-selected epoch ("validation") when the epochs were validated, else
+    the best test accuracy's, the earliest on ties ("test": named so, for a run without a
+    hold-out). (None, "test") before any epoch."""
+    metrics = list(metrics)
+    epoch, _ = val_selected(metrics)
+    if epoch is not None:
+        return epoch, "validation"
+    if not metrics:
+        return None, "test"
+    best = max(metrics, key=lambda r: (r["test_acc"], -r["epoch"]))
+    return int(best["epoch"]), "test"

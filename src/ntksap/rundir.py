@@ -46,6 +46,7 @@ MASKS = "masks.pt"
 DENSITIES = "densities.json"
 METRICS = "metrics.jsonl"
 CHECKPOINT = "checkpoint.pt"
+BEST = "best.pt"  # the weights (and masks) of the selected epoch: see ntksap.epochs
 DONE = "done.json"
 SUMMARY = "summary.json"
 SPECTRUM = "ntk_spectrum.json"
@@ -54,8 +55,8 @@ TENSORBOARD = "tensorboard"
 WANDB = "wandb"
 ROUND = "round"  # IMP's round folders: round0, round1, ...
 PACKS = "packs"  # OUT/packs/: the checkpoints of packs in training
-FILES = (CONFIG, INIT, START, REWIND, MASKS, DENSITIES, METRICS, CHECKPOINT, DONE, SUMMARY,
-         SPECTRUM)
+FILES = (CONFIG, INIT, START, REWIND, MASKS, DENSITIES, METRICS, CHECKPOINT, BEST, DONE,
+         SUMMARY, SPECTRUM)
 
 
 def digest(fields: Mapping[str, Any]) -> str:
@@ -155,6 +156,12 @@ def save_init(directory: Path, state: Mapping[str, torch.Tensor]) -> None:
     """Save theta_0 as ``init.pt`` unless it is there already."""
     if not (directory / INIT).exists():
         atomic_torch_save(dict(state), directory / INIT)
+
+
+def best_path(directory: Path) -> Path:
+    """``best.pt``: the model's state dict (masks included; :func:`ntksap.load_pruned` loads
+    it) at the run's selected epoch (:func:`ntksap.epochs.selected_epoch`)."""
+    return directory / BEST
 
 
 def start_path(directory: Path) -> Path:

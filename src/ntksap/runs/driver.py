@@ -171,6 +171,8 @@ def summarize(config: RunConfig, directory: Path, model: torch.nn.Module, masks:
         "holdout": config.holdout, "final_val_acc": _val_accuracy(model, bundle, config, device),
         "val_selected_epoch": result.get("val_selected_epoch"),
         "val_selected_test_acc": result.get("val_selected_test_acc"),
+        "selected_epoch": result.get("selected_epoch"), "selected_on": result.get("selected_on"),
+        "best_checkpoint": rundir.BEST if rundir.best_path(directory).exists() else None,
         "precision": precision_record(config.train, device)["precision"],
         "pack_size": pack_size, **_time_share(time.perf_counter() - start, pack_size),
     }

@@ -16,7 +16,7 @@ import torch
 
 from ..atomic import atomic_torch_save, write_text_atomic
 from ..errors import CheckpointError
-from ..rundir import CHECKPOINT, DONE, METRICS  # noqa: F401  (the run files written here)
+from ..rundir import BEST, CHECKPOINT, DONE, METRICS  # noqa: F401  (the run files written here)
 
 FORMAT = "ntksap-train-checkpoint/1"
 _REQUIRED = ("format", "epoch", "model", "optimizer", "scheduler", "rng", "metrics", "config",

@@ -13,7 +13,8 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from ..epochs import diverged_epoch, val_selected
+from ..atomic import atomic_torch_save
+from ..epochs import diverged_epoch, selected_epoch, val_selected
 from ..errors import CheckpointError, ConfigError, NoPrunableLayersError, TrainingDivergedError
 from ..masks import Masks, measured_sparsity
 from . import checkpoint as ck
@@ -114,6 +115,7 @@ def run_result(metrics: list[dict[str, Any]], best: tuple[float, int], model: nn
         "measured_sparsity": _sparsity(model), "run_dir": str(run_dir),
         **dict(zip(("val_selected_epoch", "val_selected_test_acc"), val_selected(metrics),
                    strict=True)),
+        **dict(zip(("selected_epoch", "selected_on"), selected_epoch(metrics), strict=True)),
     }
 
 
@@ -148,7 +150,8 @@ def train(model: nn.Module, train_loader: Batches, test_loader: Batches, config:
     rank, world = dd.rank_and_world(distributed)
     main = rank == 0
     paths = {k: run_dir / name for k, name in
-             (("ckpt", ck.CHECKPOINT), ("metrics", ck.METRICS), ("done", ck.DONE))}
+             (("ckpt", ck.CHECKPOINT), ("metrics", ck.METRICS), ("done", ck.DONE),
+              ("best", ck.BEST))}
     config_dict = dataclasses.asdict(config)
     _place(model, masks, device, config)
     done = ck.read_done(paths["done"])
@@ -276,6 +279,8 @@ def _checkpointer(paths: dict[str, Path], model: nn.Module, optimizer: torch.opt
                 "rng": rng, "metrics": history.metrics, "config": config_dict,
                 "best_test_acc": history.best[0], "best_epoch": history.best[1]})
             ck.write_metrics(paths["metrics"], history.metrics)
+            if selected_epoch(history.metrics)[0] == record["epoch"]:  # the run's best so far
+                atomic_torch_save(model.state_dict(), paths["best"])
     return save
 
 
