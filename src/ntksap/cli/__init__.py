@@ -9,10 +9,10 @@ import warnings
 
 from .. import __version__
 from ..errors import NtksapError
-from . import compare_masks, lab, ntk, prune, report, run, sweep
+from . import compare_masks, export, lab, ntk, prune, report, run, sweep
 
 COMMANDS = {"prune": prune, "run": run, "sweep": sweep, "report": report, "ntk": ntk, "lab": lab,
-            "compare-masks": compare_masks}
+            "compare-masks": compare_masks, "export": export}
 
 
 # what an interrupted command left (the last completed step is on disk, written atomically)
