@@ -162,3 +162,20 @@ def test_ntt_defaults_reports_its_mask_updates_and_the_mask_it_last_chose():
     assert out["mask_updates"] == 3 and out["transfer_steps"] == 9  # the floor: (3 + 1) 2 + 1
     assert out["returned_is_last_chosen"] is True
     assert 0 < out["random_mask_jaccard"] < out["jaccard_to_magnitude"] <= 1
+
+
+def test_inference_latency_sparse_layers_compute_what_the_dense_ones_do(one_thread):
+    """The CSR Linear and the im2col + CSR convolution give the dense layers' outputs
+    (strided, padded, biased), and a quick run of the script times every variant."""
+    latency = _load("inference_latency")
+    conv = torch.nn.Conv2d(3, 5, 3, stride=2, padding=1)
+    with torch.no_grad():
+        conv.weight.mul_(torch.rand_like(conv.weight) > 0.7)
+    x = torch.randn(2, 3, 9, 9)
+    assert torch.allclose(latency.CsrConv2d(conv)(x), conv(x), atol=1e-5)
+    linear = torch.nn.Linear(7, 4)
+    x = torch.randn(6, 7)
+    assert torch.allclose(latency.CsrLinear(linear)(x), linear(x), atol=1e-5)
+    row = latency.measure("lenet300", 0.9, 2, repeats=1, inner=1)
+    assert set(row["ms"]) == {"dense", "masked", "baked", "sparse"}
+    assert all(v > 0 for v in row["ms"].values()) and row["speedup"]["baked"] == 1.0
