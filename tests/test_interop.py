@@ -124,3 +124,24 @@ def test_the_selected_epochs_weights_are_kept_and_load_with_their_masks(tmp_path
     _, correct, count = evaluate(fresh, test, config.train, torch.device("cpu"))
     chosen = next(r for r in metrics if r["epoch"] == summary["selected_epoch"])
     assert correct / count == pytest.approx(chosen["test_acc"], abs=1e-9)
+
+
+def test_shell_completion_completes_commands_and_flags(tmp_path):
+    """argcomplete's protocol, as bash drives it: the command line so far in COMP_LINE, the
+    completions written to the file it names."""
+    import os
+    import subprocess
+    import sys
+
+    def complete(line: str) -> list[str]:
+        out = tmp_path / "completions"
+        env = {**os.environ, "_ARGCOMPLETE": "1", "COMP_LINE": line,
+               "COMP_POINT": str(len(line)), "_ARGCOMPLETE_IFS": "\n",
+               "_ARGCOMPLETE_STDOUT_FILENAME": str(out)}
+        done = subprocess.run([sys.executable, "-m", "ntksap"], env=env, capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return [c.strip() for c in out.read_text().split("\n") if c.strip()]
+
+    assert complete("ntksap ex") == ["export"]
+    assert complete("ntksap run --meth") == ["--method"]

@@ -1,3 +1,4 @@
+# PYTHON_ARGCOMPLETE_OK (shell completion: see _complete)
 """The ``ntksap`` command: one subcommand per module of this package."""
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     for module in COMMANDS.values():
         module.add_parser(sub)
+    _complete(parser)
     args = parser.parse_args(argv)
     try:
         with warnings.catch_warnings():
@@ -55,6 +57,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ntksap {args.command}: interrupted{RESUMES.get(args.command, '')}",
               file=sys.stderr)
         return 130
+
+
+def _complete(parser: argparse.ArgumentParser) -> None:
+    """Shell completion through argcomplete (bash, zsh): when the shell asks for completions
+    (``eval "$(register-python-argcomplete ntksap)"``), print them and exit; otherwise
+    nothing. Without argcomplete installed, nothing."""
+    try:
+        import argcomplete
+    except ImportError:  # pragma: no cover - a dependency; kept optional at run time
+        return
+    argcomplete.autocomplete(parser)
 
 
 def _one_line(command: str):
