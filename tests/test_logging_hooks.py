@@ -166,3 +166,39 @@ def test_flags_are_real_booleans_off_by_default(capsys):
     text = capsys.readouterr().out
     assert "--tensorboard, --no-tensorboard" in text and "--wandb, --no-wandb" in text
     assert LoggingConfig() == LoggingConfig(tensorboard=False, wandb=False)
+
+
+def test_a_sweep_logs_each_run_under_its_name_with_config_and_densities(tmp_path, capsys,
+                                                                         fake_wandb):
+    """``ntksap sweep --tensorboard --wandb``: every run of the sweep gets its own W&B run
+    (named after its directory, its config and per-layer densities as W&B config) and its
+    own TensorBoard events (epochs, densities at step 0); packs and IMP runs refuse it."""
+    pytest.importorskip("tensorboard")
+    import yaml
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text(yaml.safe_dump({
+        "name": "logged", "preset": "cifar10-resnet20", "out_dir": str(tmp_path / "runs"),
+        "fixed": {"dataset": "synthetic", "model": "convnet", "limit_per_class": 8,
+                  "epochs": 1, "batch_size": 16, "sparsity": 0.5},
+        "grid": {"method": ["magnitude", "random"]}}))
+    assert main(["sweep", str(spec), "--workers", "0", "--device", "cpu", "--no-progress",
+                 "--tensorboard", "--wandb"]) == 0
+    inits = [call[1] for call in fake_wandb.calls if call[0] == "init"]
+    directories = sorted((tmp_path / "runs" / "cifar10-resnet20").iterdir())
+    assert sorted(i["name"] for i in inits) == [d.name for d in directories]
+    from ntksap import prunable_layers
+    from ntksap.models import build_model
+
+    layers = set(prunable_layers(build_model("convnet", 10)))
+    for init in inits:
+        densities = init["config"]["densities"]
+        assert set(densities) == layers and all(0 < d <= 1 for d in densities.values())
+        assert init["config"]["method"] in ("magnitude", "random")
+    for directory in directories:
+        scalars = _events(directory / "tensorboard")
+        assert "test_acc" in scalars and any(k.startswith("density/") for k in scalars)
+    capsys.readouterr()
+    assert main(["sweep", str(spec), "--workers", "0", "--device", "cpu", "--pack-size", "2",
+                 "--tensorboard"]) == 2
+    assert "--pack-size 1" in capsys.readouterr().err

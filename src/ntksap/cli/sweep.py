@@ -23,6 +23,8 @@ from ..sweep import BACKENDS, Store, Sweep, expand, load_spec, run_sweep
 from ..sweep.jobs import disk_full, sweep_disk_full
 from ..sweep.packing import PackKeys, parse_pack_size, plan_packs, resolve_pack_size
 from ..sweep.store import STATUSES
+from ..train.cliargs import add_dataclass_args, dataclass_from_args
+from ..train.config import LoggingConfig
 from .helpformat import DefaultsFormatter, description
 
 
@@ -66,6 +68,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--separate-unfusable", action="store_true",
                    help="packs: train the runs of a model that cannot be fused (a layer packs "
                    "do not fuse) one by one instead of failing them")
+    add_dataclass_args(r, LoggingConfig)  # --tensorboard, --wandb
     r.add_argument("--retry-failed", action="store_true", help="run failed runs again")
     r.add_argument("--max-attempts", type=int,
                    help="give a run up after its worker died this often (default 3)")
@@ -129,7 +132,8 @@ def _run(args: argparse.Namespace) -> int:
     counts = run_sweep(sweep, workers=args.workers, retry_failed=args.retry_failed,
                        progress=not args.no_progress, ray_address=args.ray_address,
                        gpus_per_trial=args.gpus_per_trial, pack_size=pack_size,
-                       compile=args.compile, separate_unfusable=args.separate_unfusable)
+                       compile=args.compile, separate_unfusable=args.separate_unfusable,
+                       logging=dataclass_from_args(LoggingConfig, args))
     with Store(sweep.db) as store:
         _print_state(sweep.queue, sweep.db, store.counts(sweep.queue),
                      store.rows(sweep.queue, "failed"), args.json)

@@ -115,8 +115,10 @@ def _prune_and_train(config: RunConfig, directory: Path, bundle: Any, model: tor
     masks = prepare_run(config, directory, bundle, model, device, progress, rank=rank,
                         world=world, distributed=distributed, logging=logging)
     train_loader, test_loader = batches
+    densities = {} if masks is None else {r["name"]: r["density"] for r in masks.layers()}
     with logging_hooks(logging if rank == 0 else LoggingConfig(), directory,
-                       {**dataclasses.asdict(config), "run_dir": str(directory)}) as hooks:
+                       {**dataclasses.asdict(config), "run_dir": str(directory),
+                        "densities": densities}) as hooks:
         result = train(model, train_loader, test_loader, config.train, directory,
                        device=device, masks=masks, progress=progress, distributed=distributed,
                        hooks=hooks, val_loader=validation_loader(bundle, device))

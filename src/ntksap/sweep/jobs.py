@@ -15,6 +15,7 @@ from ..runners import runner_for, runner_for_job
 from ..runs.checks import auto_device
 from ..runs.config import RunConfig, config_from_dict
 from ..runs.imp import ImpConfig
+from ..train.config import LoggingConfig
 from .store import Job
 
 
@@ -29,6 +30,7 @@ class ExecOptions:
     progress: bool = False
     compile: bool = False  # packs: torch.compile the fused model
     separate_unfusable: bool = False  # packs: a model that cannot be fused trains run by run
+    logging: LoggingConfig = LoggingConfig()  # each run's epochs also to TensorBoard / W&B
 
 
 def run_config_from_dict(data: dict[str, Any]) -> RunConfig:
@@ -58,6 +60,8 @@ def execute(job: Job, options: ExecOptions) -> dict[str, Any]:
     device = auto_device(options.device)
     kwargs = dict(out_dir=options.out_dir, data_dir=options.data_dir,
                   download=options.download, device=device, progress=options.progress)
+    if options.logging != LoggingConfig():  # dense and pruned runs (run_sweep checks)
+        kwargs["logging"] = options.logging
     summary = runner.run(config, **kwargs)
     summary["run_dir"] = str(Path(summary["run_dir"]).resolve())
     return summary

@@ -139,7 +139,9 @@ def _start(index: int, slot: Slot, db: str | Path, sweep: str, options: ExecOpti
     if options.download:
         argv.append("--download")
     argv += [flag for flag, on in (("--compile", options.compile),
-                                   ("--separate-unfusable", options.separate_unfusable)) if on]
+                                   ("--separate-unfusable", options.separate_unfusable),
+                                   ("--tensorboard", options.logging.tensorboard),
+                                   ("--wandb", options.logging.wandb)) if on]
     log = open(log_dir / f"worker-{index}.log", "ab")  # the child keeps its own copy
     try:
         return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,

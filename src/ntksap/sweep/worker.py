@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import DiskFullError
+from ..train.config import LoggingConfig
 from .jobs import ExecOptions, describe_error, disk_full, execute, sweep_disk_full
 from .packing import PackKeys, record_pack, resolve_pack_size, train_pack
 from .store import Claim, Store, worker_name
@@ -177,13 +178,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compile", action="store_true", help="torch.compile each pack's model")
     p.add_argument("--separate-unfusable", action="store_true",
                    help="train the runs of a model a pack cannot fuse one by one")
+    p.add_argument("--tensorboard", action="store_true", help="log each run to TensorBoard")
+    p.add_argument("--wandb", action="store_true", help="log each run to W&B")
     args = p.parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
     options = ExecOptions(args.out_dir, args.data_dir, args.download, args.device,
-                          compile=args.compile, separate_unfusable=args.separate_unfusable)
+                          compile=args.compile, separate_unfusable=args.separate_unfusable,
+                          logging=LoggingConfig(args.tensorboard, args.wandb))
     try:
         work(args.db, args.sweep, options, heartbeat=args.heartbeat, parent=args.parent,
              pack_size=args.pack_size)

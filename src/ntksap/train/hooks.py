@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import json
 import netrc
 import os
 from collections.abc import Callable, Iterator
@@ -51,11 +52,18 @@ def scalars(record: dict[str, Any]) -> dict[str, float]:
 
 
 class TensorBoardHook:
-    """Writes each epoch's scalars, named as in ``metrics.jsonl``, at step = epoch (1-based)."""
+    """Writes each epoch's scalars, named as in ``metrics.jsonl``, at step = epoch (1-based);
+    with ``config``, the run's config as text and its per-layer densities (``densities``)
+    as scalars ``density/<layer>`` at step 0."""
 
-    def __init__(self, log_dir: str | Path) -> None:
+    def __init__(self, log_dir: str | Path, config: dict[str, Any] | None = None) -> None:
         writer = _require("torch.utils.tensorboard", "tensorboard").SummaryWriter
         self.writer = writer(log_dir=str(log_dir))
+        if config:
+            shown = {k: v for k, v in config.items() if k != "densities"}
+            self.writer.add_text("config", f"```\n{json.dumps(shown, indent=1)}\n```")
+            for layer, density in (config.get("densities") or {}).items():
+                self.writer.add_scalar(f"density/{layer}", float(density), global_step=0)
 
     def __call__(self, record: dict[str, Any]) -> None:
         for name, value in scalars(record).items():
@@ -106,7 +114,7 @@ def logging_hooks(options: LoggingConfig, run_dir: str | Path,
     hooks: list[Any] = []
     try:
         if options.tensorboard:
-            hooks.append(TensorBoardHook(Path(run_dir) / TENSORBOARD_DIR))
+            hooks.append(TensorBoardHook(Path(run_dir) / TENSORBOARD_DIR, config))
         if options.wandb:
             hooks.append(WandbHook(run_dir, config or {}))
         yield hooks
