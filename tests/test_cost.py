@@ -68,3 +68,22 @@ def test_prune_json_and_run_summary_carry_params_and_flops(tmp_path, capsys):
     assert summary["params"]["sparse"] == summary["params"]["dense"] - (
         summary["total"] - summary["remaining"])
     assert summary["flops"]["effective"] is not None
+
+
+def test_the_report_gives_the_counts_in_its_csv_and_json(tmp_path, capsys):
+    common = ["--preset", "cifar10-resnet20", "--dataset", "synthetic", "--model", "convnet",
+              "--limit-per-class", "10", "--epochs", "1", "--batch-size", "20", "--device",
+              "cpu", "--no-progress", "--out-dir", str(tmp_path / "runs"), "--json"]
+    summaries = []
+    for seed in ("0", "1"):
+        assert main(["run", *common, "--method", "random", "--sparsity", "0.5", "--seed",
+                     seed]) == 0
+        summaries.append(json.loads(capsys.readouterr().out))
+    assert main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "rep"),
+                 "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)["rows"][0]
+    assert row["flops_sparse"] == pytest.approx(
+        sum(s["flops"]["sparse"] for s in summaries) / 2)
+    assert row["flops_dense"] == summaries[0]["flops"]["dense"]
+    header = (tmp_path / "rep" / "results.csv").read_text().splitlines()[0]
+    assert "params_sparse" in header and "flops_effective" in header

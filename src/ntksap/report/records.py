@@ -57,6 +57,7 @@ class Point:
     effective_sparsity: float | None = None  # summary.json's (runs made since it is recorded)
     metrics: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # metrics.jsonl
     input_shape: list[int] | None = None  # the data's item shape (summary.json, since recorded)
+    cost: dict[str, Any] | None = None  # summary.json's params and flops (since recorded)
 
     @property
     def diverged_epoch(self) -> int | None:
@@ -169,6 +170,7 @@ def _expand(base: Point, runner: Runner, summary: dict[str, Any]) -> list[Point]
     """One point per trained network: the runner's pruned rounds (IMP's 1..T), else the run
     itself."""
     base.input_shape = summary.get("input_shape")
+    base.cost = {k: summary[k] for k in ("params", "flops") if k in summary} or None
     rounds = runner.pruned_rounds(summary) if base.status == "done" else []
     if rounds:
         out = []

@@ -57,6 +57,12 @@ class Row:
     val_mean: float | None = None
     val_half: float | None = None
     val_n: int = 0
+    # parameters and multiply-adds of one forward pass (ntksap.cost), mean over the runs that
+    # recorded them (runs made before the counts: None)
+    params_sparse: float | None = None
+    flops_dense: float | None = None
+    flops_sparse: float | None = None
+    flops_effective: float | None = None
 
 
 def _order(method: str) -> int:
@@ -101,7 +107,18 @@ def _row(setting: str, variant: str, sparsity: float, members: list[Point],
         ",".join(str(s) for s in sorted(p.seed for p in ok)),
         statistics.fmean(pruned) if pruned else None,
         {name: first.options[name] for name in varying if name in first.options},
-        len(members) - len(ok), *_val_selected(ok))
+        len(members) - len(ok), *_val_selected(ok), *_counts(ok))
+
+
+def _counts(points: list[Point]) -> tuple[float | None, ...]:
+    """(sparse parameters, dense, sparse and effective multiply-adds), each the mean over the
+    points whose run recorded it."""
+    def mean(kind: str, key: str) -> float | None:
+        values = [p.cost[kind][key] for p in points
+                  if p.cost and (p.cost.get(kind) or {}).get(key) is not None]
+        return statistics.fmean(values) if values else None
+    return (mean("params", "sparse"), mean("flops", "dense"), mean("flops", "sparse"),
+            mean("flops", "effective"))
 
 
 def _val_selected(points: list[Point]) -> tuple[float | None, float | None, int]:
