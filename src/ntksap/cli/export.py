@@ -1,6 +1,6 @@
 """``ntksap export SOURCE --format state_dict|onnx|torch_prune --out FILE``: a pruned
 network to take away. SOURCE is a run directory (its model and data shape from its record;
-the weights of its selected epoch, ``best.pt``, or with ``--weights final`` its last epoch's)
+the weights of its selected epoch, or with ``--weights final`` its last epoch's)
 or a mask file (``ntksap prune --out``; then ``--model`` builds theta_0 from the masks'
 recorded seed and init)."""
 
@@ -30,7 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", required=True, choices=FORMATS, dest="form")
     p.add_argument("--out", required=True, metavar="FILE")
     p.add_argument("--weights", choices=("best", "final"), default="best",
-                   help="a run's selected epoch (best.pt) or its last epoch")
+                   help=f"a run's selected epoch ({rundir.BEST}) or its last epoch")
     p.add_argument("--model", default=None, help="a mask file's model")
     p.add_argument("--num-classes", type=int, default=10, help="with --model")
     p.add_argument("--input-shape", type=int, nargs="+", default=None,

@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from .. import rundir
 from ..atomic import atomic_torch_save, is_disk_full, remove_stale_temporaries
+from ..epochs import selected_epoch
 from ..errors import CheckpointError, ConfigError, DiskFullError
 from ..masks import Masks
 from ..models import build_model
@@ -250,9 +251,27 @@ def _fit(model: nn.Module, members: list[_Member], evaluation: tuple[Any, Any],
             state.histories[m].add(records[m])
             ck.write_metrics(rundir.metrics_path(members[m].directory),
                              state.histories[m].metrics)
+        _save_best(model, members, [m for m in range(size) if m not in state.failed and
+                                    selected_epoch(state.histories[m].metrics)[0] == epoch + 1])
         state.start = epoch + 1
         _save(pack, model, optimizer, scheduler, state, members, config)
     return state, optimizer, scheduler
+
+
+def _save_best(model: nn.Module, members: list[_Member], chosen: list[int]) -> None:
+    """``best.pt`` of each network in ``chosen`` (its run's selected epoch is this one), as
+    its separate run writes it: its own model's masked state dict."""
+    if not chosen:
+        return
+    template = _masked_template(members[0].model, model)
+    shapes = {k: v.shape for k, v in template.state_dict().items()}
+    states = split_state(model.state_dict(), shapes, len(members))
+    for m in chosen:
+        net = members[m].model
+        if members[m].masks is not None:
+            members[m].masks.apply(net)
+        net.load_state_dict(_in_layout(states[m], net))
+        atomic_torch_save(net.state_dict(), rundir.best_path(members[m].directory))
 
 
 def _epoch(model: nn.Module, members: list[_Member], evaluation: tuple[Any, Any],
