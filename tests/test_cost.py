@@ -87,3 +87,13 @@ def test_the_report_gives_the_counts_in_its_csv_and_json(tmp_path, capsys):
     assert row["flops_dense"] == summaries[0]["flops"]["dense"]
     header = (tmp_path / "rep" / "results.csv").read_text().splitlines()[0]
     assert "params_sparse" in header and "flops_effective" in header
+
+
+def test_the_prune_table_shows_each_layers_kept_multiply_adds(capsys):
+    """ResNet-20's first convolution keeps k weights, each used at 32 x 32 positions."""
+    assert main(["prune", "--model", "resnet20", "--method", "magnitude", "--sparsity", "0.5",
+                 "--no-progress"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[-2:] == ["MACs", "kept"]
+    conv1 = next(line.split() for line in lines if line.startswith("conv1 "))
+    assert int(conv1[-1]) == int(conv1[2]) * 32 * 32

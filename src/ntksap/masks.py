@@ -112,23 +112,29 @@ class Masks(Mapping[str, torch.Tensor]):
                          "remaining": kept, "density": kept / m.numel()})
         return rows
 
-    def table(self, effective: Masks | None = None) -> str:
+    def table(self, effective: Masks | None = None,
+              flops: Mapping[str, int] | None = None) -> str:
         """The per-layer density table and the total, as text; with ``effective`` (from
-        :meth:`effective`) a column of each layer's effective density beside it."""
+        :meth:`effective`) a column of each layer's effective density beside it; with
+        ``flops`` (layer -> multiply-adds of one example's forward pass through its kept
+        weights, :func:`ntksap.cost.cost`) a column of them."""
         rows = self.layers()
         extra = {r["name"]: r["density"] for r in effective.layers()} if effective else {}
         dense = self.meta.get("dense_weights") or {}
         width = max(12, *(len(r["name"]) for r in rows), *(len(n) for n in dense))
         lines = [f"{'layer':<{width}}  {'shape':<18} {'kept':>10} {'total':>10} {'density':>8}"
-                 + (f" {'effective':>9}" if effective else "")]
+                 + (f" {'effective':>9}" if effective else "")
+                 + (f" {'MACs kept':>12}" if flops is not None else "")]
         for r in rows:
             shape = "x".join(map(str, r["shape"]))
             lines.append(f"{r['name']:<{width}}  {shape:<18} {r['remaining']:>10} "
                          f"{r['total']:>10} {r['density']:>8.4f}"
-                         + (f" {extra[r['name']]:>9.4f}" if effective else ""))
+                         + (f" {extra[r['name']]:>9.4f}" if effective else "")
+                         + (f" {flops.get(r['name'], 0):>12}" if flops is not None else ""))
         lines.append(f"{'total':<{width}}  {'':<18} {self.remaining:>10} {self.total:>10} "
                      f"{self.density:>8.4f}" + (f" {effective.density:>9.4f}" if effective
-                                                 else ""))
+                                                 else "")
+                     + (f" {sum(flops.values()):>12}" if flops is not None else ""))
         if dense:
             lines.append("not prunable (no Conv/Linear weight), left dense:")
             for name, shape in dense.items():

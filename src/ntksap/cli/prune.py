@@ -122,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
                        for r in masks.layers()],
         }))
     else:
-        print(masks.table(effective))
+        print(masks.table(effective, {n: r["sparse"] for n, r in flops.items()}))
         print(f"\n{args.method}: kept {masks.remaining} of {masks.total} weights "
               f"(sparsity {masks.sparsity:.4f}"
               + (f", effective sparsity {effective.sparsity:.4f}" if effective else "")
