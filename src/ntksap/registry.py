@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterator
 from importlib import metadata
 from typing import Any
 
+from .errors import ConfigError
+
 
 class PluginRegistry(dict):
     """Name -> registered object; on first read also registers every entry point of
@@ -40,6 +42,16 @@ class PluginRegistry(dict):
 
     def put(self, name: str, value: Any) -> None:
         dict.__setitem__(self, name, value)
+
+    def put_own(self, name: str, value: Any, caller: str) -> None:
+        """Register ``value`` (an object with an ``origin``: the user's factory) under
+        ``name``; the same origin again replaces its entry, another origin under a taken name
+        is a :class:`ConfigError` from ``caller`` (e.g. "register_model")."""
+        taken = self.own(name)
+        if taken is not None and taken.origin is not value.origin:
+            raise ConfigError(f"{caller}: the name {name!r} is taken; give the {self.what} "
+                              "another name")
+        self.put(name, value)
 
     def __getitem__(self, name: str) -> Any:
         self._load()

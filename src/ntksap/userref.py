@@ -43,7 +43,7 @@ def load_factory(reference: str, what: str) -> Factory:
     factory"); a :class:`ConfigError` of one line when it does not import, is missing or is
     not callable."""
     module_name, _, attribute = reference.rpartition(":")
-    module, source = _import(module_name, reference, what)
+    module, digest = _import(module_name, reference, what)
     function = module
     for part in attribute.split("."):
         if not hasattr(function, part):
@@ -53,11 +53,11 @@ def load_factory(reference: str, what: str) -> Factory:
     if not callable(function):
         raise ConfigError(f"{what} {reference!r}: {attribute} is a "
                           f"{type(function).__name__}, not a callable; name a function or class")
-    return Factory(reference, function, file_digest(source) if source else "")
+    return Factory(reference, function, digest)
 
 
-def _import(module_name: str, reference: str, what: str) -> tuple[ModuleType, Path | None]:
-    """The module and its source file."""
+def _import(module_name: str, reference: str, what: str) -> tuple[ModuleType, str]:
+    """The module and the sha256 of its source file ("" when it has none)."""
     if module_name.endswith(".py") or "/" in module_name or "\\" in module_name:
         return _import_file(Path(module_name).expanduser(), reference, what)
     try:
@@ -70,10 +70,10 @@ def _import(module_name: str, reference: str, what: str) -> tuple[ModuleType, Pa
         source = inspect.getsourcefile(module)
     except TypeError:  # a built-in module
         source = None
-    return module, Path(source) if source else None
+    return module, file_digest(Path(source)) if source else ""
 
 
-def _import_file(path: Path, reference: str, what: str) -> tuple[ModuleType, Path]:
+def _import_file(path: Path, reference: str, what: str) -> tuple[ModuleType, str]:
     if not path.is_file():
         raise ConfigError(f"{what} {reference!r}: no file {path}; give the path of a Python "
                           "file (relative to the current folder, or absolute)")
@@ -81,7 +81,7 @@ def _import_file(path: Path, reference: str, what: str) -> tuple[ModuleType, Pat
     digest = file_digest(path)
     name = f"ntksap_user_{path.stem}_{digest[:12]}"
     if name in sys.modules:
-        return sys.modules[name], path
+        return sys.modules[name], digest
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise ConfigError(f"{what} {reference!r}: {path} is not a Python source file")
@@ -93,7 +93,7 @@ def _import_file(path: Path, reference: str, what: str) -> tuple[ModuleType, Pat
         del sys.modules[name]
         raise ConfigError(f"{what} {reference!r}: importing {path} failed "
                           f"({type(err).__name__}: {_first_line(err)}); fix the file") from err
-    return module, path
+    return module, digest
 
 
 def file_digest(path: Path) -> str:

@@ -61,11 +61,7 @@ def register_dataset(name: str, factory: Callable[[], tuple[Dataset, Dataset]], 
     if not callable(factory):
         raise ConfigError(f"register_dataset({name!r}): the factory must be callable")
     spec = DatasetSpec(factory, description or name, origin=factory)
-    taken = DATASETS.own(name)  # type: ignore[attr-defined]
-    if taken is not None and taken.origin is not factory:
-        raise ConfigError(f"register_dataset: the name {name!r} is taken; give the data set "
-                          "another name")
-    DATASETS.put(name, spec)  # type: ignore[attr-defined]
+    DATASETS.put_own(name, spec, "register_dataset")  # type: ignore[attr-defined]
     return spec
 
 

@@ -14,7 +14,6 @@ dataclass's init fields (:func:`check_options` checks names and types, the metho
 from __future__ import annotations
 
 import dataclasses
-import types
 import typing
 import warnings
 from collections.abc import Mapping
@@ -22,6 +21,7 @@ from typing import Any
 
 from ..errors import ConfigError, MethodOptionError, UnknownNameError
 from ..registry import PluginRegistry
+from ..typecheck import convert, type_name
 from .base import Method, ScoreContext, ScoringNet
 from .force import FORCE
 from .grasp import GraSP
@@ -124,51 +124,13 @@ def check_options(method: str, options: Mapping[str, Any]) -> dict[str, Any]:
     out = {}
     for name, value in options.items():
         hint = hints.get(name, Any)
-        ok, converted = _convert(value, hint)
+        ok, converted = convert(value, hint)
         if not ok:
             raise MethodOptionError(
-                f"method {method!r}: option {name} must be of type {_type_name(hint)}; got "
+                f"method {method!r}: option {name} must be of type {type_name(hint)}; got "
                 f"{value!r} ({type(value).__name__})")
         out[name] = converted
     return out
-
-
-def _convert(value: Any, hint: Any) -> tuple[bool, Any]:
-    """(whether ``value`` fits ``hint``, the value converted to it)."""
-    origin = typing.get_origin(hint)
-    if hint is Any or isinstance(hint, typing.TypeVar):
-        return True, value
-    if origin in (typing.Union, types.UnionType):
-        for arg in typing.get_args(hint):
-            ok, converted = _convert(value, arg)
-            if ok:
-                return True, converted
-        return False, value
-    if origin is typing.Literal:
-        return value in typing.get_args(hint), value
-    if hint is type(None) or hint is None:
-        return value is None, value
-    if hint is bool:
-        return isinstance(value, bool), value
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool), value
-    if hint is float:
-        if isinstance(value, str):
-            try:
-                number = float(value)
-            except ValueError:
-                return False, value
-            return True, number
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-        return ok, float(value) if ok else value
-    cls = origin or hint
-    if isinstance(cls, type):
-        return isinstance(value, cls), value
-    return True, value
-
-
-def _type_name(hint: Any) -> str:
-    return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
 
 
 __all__ = ["ENTRY_POINT_GROUP", "METHODS", "Method", "ScoreContext", "ScoringNet",

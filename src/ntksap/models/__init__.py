@@ -59,11 +59,7 @@ def register_model(name: str, factory: Callable[..., nn.Module], *,
     spec = ModelSpec(lambda k: call_with_classes(factory, k),
                      tuple(input_shape) if input_shape else None,
                      description or _summary(factory) or name, num_classes, origin=factory)
-    taken = MODELS.own(name)  # type: ignore[attr-defined]
-    if taken is not None and taken.origin is not factory:
-        raise ConfigError(f"register_model: the name {name!r} is taken; give the model "
-                          "another name")
-    MODELS.put(name, spec)  # type: ignore[attr-defined]
+    MODELS.put_own(name, spec, "register_model")  # type: ignore[attr-defined]
     return spec
 
 

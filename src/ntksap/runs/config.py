@@ -28,6 +28,7 @@ from ..names import DENSE, kind_of
 from ..selection import SCOPES
 from ..train import CUSTOM, PRESETS, TrainConfig, get_preset
 from ..train.config import Preset
+from ..typecheck import convert, type_name
 from ..userref import check_digest
 
 # the seed of the training data stream (order and augmentation) of runs with shared_stream:
@@ -189,26 +190,15 @@ def _checked_fields(values: Mapping[str, Any]) -> dict[str, Any]:
     for name, value in values.items():
         if value is None:
             continue  # not given: the field's default
-        if not _fits(value, hints[name]):
-            raise ConfigError(f"run field {name} must be of type {hints[name]}; got {value!r}")
+        ok, value = convert(value, hints[name])
+        if not ok:
+            raise ConfigError(f"run field {name} must be of type {type_name(hints[name])}; "
+                              f"got {value!r}")
         check = plain[name].metadata.get("check")
         if check is not None:
             check(value)
         out[name] = tuple(value) if isinstance(value, list) else value
     return out
-
-
-def _fits(value: Any, hint: Any) -> bool:
-    base = typing.get_origin(hint) or hint
-    if base is bool:
-        return isinstance(value, bool)
-    if base is float:
-        return _is_number(value)
-    if base is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if base in (tuple, list):
-        return isinstance(value, list | tuple)
-    return isinstance(value, base) if isinstance(base, type) else True
 
 
 def _check_input_shape(shape: Any, dataset: str) -> tuple[int, ...]:

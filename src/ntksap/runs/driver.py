@@ -159,6 +159,7 @@ def summarize(config: RunConfig, directory: Path, model: torch.nn.Module, masks:
     fused pack (1: alone); float32 results depend on it in the last bits (the fused
     kernels sum in another order), so it is recorded, and the pack's time is shared
     (``seconds``, ``pack_seconds``)."""
+    densities = _densities(directory)
     return {
         "run_dir": str(directory), "preset": config.preset, "method": config.method,
         "seed": config.seed, "sparsity": config.sparsity,
@@ -168,8 +169,8 @@ def summarize(config: RunConfig, directory: Path, model: torch.nn.Module, masks:
         "final_test_acc": result["final_test_acc"], "best_test_acc": result["best_test_acc"],
         "best_epoch": result["best_epoch"], "epochs": config.train.epochs,
         "input_shape": list(bundle.input_shape),
-        "effective_sparsity": _effective_sparsity(directory, model, masks, bundle.input_shape),
-        **_cost(directory, model, masks, bundle.input_shape),
+        "effective_sparsity": _effective_sparsity(densities, model, masks, bundle.input_shape),
+        **_cost(densities, model, masks, bundle.input_shape),
         "holdout": config.holdout, "final_val_acc": _val_accuracy(model, bundle, config, device),
         "val_selected_epoch": result.get("val_selected_epoch"),
         "val_selected_test_acc": result.get("val_selected_test_acc"),
@@ -284,16 +285,24 @@ def _write_config(directory: Path, config: RunConfig, device: torch.device, worl
     rundir.write_config(directory, record)
 
 
-def _cost(directory: Path, model: torch.nn.Module, masks: Masks | None,
+def _densities(directory: Path) -> Any:
+    """The densities report pruning wrote (``densities.json``), or None (a dense run, or an
+    unreadable report)."""
+    try:
+        return json.loads(rundir.densities_path(directory).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _cost(densities: Any, model: torch.nn.Module, masks: Masks | None,
           input_shape: tuple[int, ...]) -> dict[str, Any]:
     """``params`` and ``flops`` (dense, sparse, effective; :mod:`ntksap.cost`), the effective
-    counts from the densities report pruning wrote; {} for a model the count cannot run."""
+    counts from the densities report; {} for a model the count cannot run."""
     masks = masks if masks is not None else Masks.of(model)
     on_path = None
     try:
-        rows = json.loads(rundir.densities_path(directory).read_text(encoding="utf-8"))
-        on_path = {r["name"]: round(r["effective_density"] * r["total"]) for r in rows}
-    except (OSError, ValueError, KeyError, TypeError):
+        on_path = {r["name"]: round(r["effective_density"] * r["total"]) for r in densities}
+    except (KeyError, TypeError):
         pass  # no report (dense), or no effective densities: effective counts None
     try:
         counts = cost(model, masks, input_shape, on_path)
@@ -302,14 +311,14 @@ def _cost(directory: Path, model: torch.nn.Module, masks: Masks | None,
     return {"params": counts["params"], "flops": counts["flops"]}
 
 
-def _effective_sparsity(directory: Path, model: torch.nn.Module, masks: Masks | None,
+def _effective_sparsity(densities: Any, model: torch.nn.Module, masks: Masks | None,
                         input_shape: tuple[int, ...]) -> float | None:
-    """From the densities report pruning wrote (no second trace); traced now for a dense run."""
-    path = rundir.densities_path(directory)
-    if masks is not None and path.is_file():
+    """From the densities report pruning wrote (no second trace); traced now for a dense run
+    or an unreadable report."""
+    if masks is not None and densities is not None:
         try:
-            return sparsity_of_report(json.loads(path.read_text(encoding="utf-8")))
-        except (OSError, ValueError, KeyError, TypeError):
+            return sparsity_of_report(densities)
+        except (ValueError, KeyError, TypeError):
             pass  # an unreadable report: trace the model again
     return effective_sparsity(model, masks or Masks.of(model), input_shape)
 
